@@ -1,0 +1,26 @@
+// Package blockdev reads disks and disk image files as image sources and
+// writes image snapshots back to files and block devices.
+//
+// A Source is a block device (its size from the BLKGETSIZE64 ioctl), a
+// regular file read as a disk image (its holes found with SEEK_DATA and
+// SEEK_HOLE), or a stream such as stdin (no size, no holes, read once in
+// order). Reads are large and aligned, and the page cache behind them is
+// dropped with posix_fadvise so that a nightly backup does not evict the
+// machine's working set.
+//
+// Backup turns a Source into the content list of an image node: the image is
+// cut into fixed segments that workers chunk in parallel, holes and all-zero
+// chunks become hole extents, and with a parent image the chunker runs only
+// where the image changed (parent-guided re-chunking). The result is the same
+// content list whatever the number of workers and whether or not a parent
+// was given; docs/format-fragments/blockdev.md states the definition. The
+// BLAKE3-256 digest of the whole image is computed in the same pass.
+//
+// Restore writes a content list to a Target, a regular file (kept sparse) or
+// a block device (refused when it is mounted or too small), fetching chunks
+// in parallel and verifying the image digest at the end.
+//
+// Memory is bounded: Backup holds at most (Workers+1) segment buffers (64 MiB
+// each by default, sized to the data a segment holds, so holes cost nothing),
+// Restore at most Workers chunk buffers.
+package blockdev

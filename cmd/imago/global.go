@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/imagobackup/imago/repo"
+	"github.com/imagobackup/imago/repo/backend"
+	"github.com/imagobackup/imago/repo/backend/local"
+	"github.com/imagobackup/imago/repo/crypto"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// globalOptions holds the flags every command shares and the process's
+// standard streams (replaceable in tests).
+type globalOptions struct {
+	repo            string
+	passwordFile    string
+	passwordCommand string
+	json            bool
+	quiet           bool
+	verbose         int
+	cacheDir        string
+	noCache         bool
+	noLock          bool
+	retryLock       time.Duration
+
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func newRootCommand(g *globalOptions) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "imago",
+		Short: "Deduplicating, encrypted backups of file trees and whole disks",
+		Long: `imago backs up file trees and whole disks (block devices, raw image files)
+into an encrypted, deduplicating repository. Each snapshot is complete, yet
+costs only what changed since the last one.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	f := root.PersistentFlags()
+	f.StringVarP(&g.repo, "repo", "r", os.Getenv("IMAGO_REPOSITORY"), "repository `location` (env IMAGO_REPOSITORY)")
+	f.StringVar(&g.passwordFile, "password-file", os.Getenv("IMAGO_PASSWORD_FILE"), "read the password from `file` (env IMAGO_PASSWORD_FILE)")
+	f.StringVar(&g.passwordCommand, "password-command", os.Getenv("IMAGO_PASSWORD_COMMAND"), "run `command` and use its output as the password (env IMAGO_PASSWORD_COMMAND)")
+	f.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only errors")
+	f.CountVarP(&g.verbose, "verbose", "v", "print more (repeat for even more)")
+	f.StringVar(&g.cacheDir, "cache-dir", os.Getenv("IMAGO_CACHE_DIR"), "local cache `directory` for remote repositories (env IMAGO_CACHE_DIR)")
+	f.BoolVar(&g.noCache, "no-cache", false, "do not use a local cache")
+	f.BoolVar(&g.noLock, "no-lock", false, "do not lock the repository (read-only commands only)")
+	f.DurationVar(&g.retryLock, "retry-lock", 0, "wait up to `duration` for a locked repository")
+
+	root.AddCommand(
+		newInitCommand(g),
+		newBackupCommand(g),
+		newSnapshotsCommand(g),
+		newLsCommand(g),
+		newRestoreCommand(g),
+		newDumpCommand(g),
+		newCatCommand(g),
+		newKeyCommand(g),
+		newUnlockCommand(g),
+		newVersionCommand(g),
+	)
+	return root
+}
+
+// printf writes a human message to stdout unless --quiet or --json.
+func (g *globalOptions) printf(format string, args ...any) {
+	if g.quiet || g.json {
+		return
+	}
+	fmt.Fprintf(g.stdout, format, args...)
+}
+
+// verbosef writes a message when -v was given at least level times.
+func (g *globalOptions) verbosef(level int, format string, args ...any) {
+	if g.verbose < level || g.json || g.quiet {
+		return
+	}
+	fmt.Fprintf(g.stdout, format, args...)
+}
+
+// warnf writes a warning to stderr (also with --json, where stdout is data).
+func (g *globalOptions) warnf(format string, args ...any) {
+	fmt.Fprintf(g.stderr, format, args...)
+}
+
+// printJSON writes v as one JSON document on its own line.
+func (g *globalOptions) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// location returns the repository location or an error when none was given.
+func (g *globalOptions) location() (string, error) {
+	if g.repo == "" {
+		return "", errors.New("no repository given: use -r/--repo or IMAGO_REPOSITORY")
+	}
+	return g.repo, nil
+}
+
+// openBackend opens the backend at the repository location. With create,
+// the location is created when missing.
+func openBackend(location string, create bool) (backend.Backend, error) {
+	path := strings.TrimPrefix(location, "local:")
+	switch {
+	case strings.HasPrefix(location, "sftp:"), strings.HasPrefix(location, "s3:"):
+		return nil, fmt.Errorf("repository %s: remote backends are not available in this build", location)
+	}
+	if create {
+		return local.Create(path)
+	}
+	be, err := local.Open(path)
+	if errors.Is(err, backend.ErrNotExist) {
+		return nil, fmt.Errorf("repository %s does not exist: %w", location, repo.ErrNoRepository)
+	}
+	return be, err
+}
+
+// readPassword finds the password: IMAGO_PASSWORD, --password-file,
+// --password-command, or a prompt on the terminal.
+func (g *globalOptions) readPassword(prompt string) (string, error) {
+	if pw, ok := os.LookupEnv("IMAGO_PASSWORD"); ok && g.passwordFile == "" && g.passwordCommand == "" {
+		return pw, nil
+	}
+	switch {
+	case g.passwordFile != "":
+		b, err := os.ReadFile(g.passwordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		return strings.TrimRight(firstLine(b), "\r"), nil
+	case g.passwordCommand != "":
+		cmd := exec.Command("sh", "-c", g.passwordCommand)
+		cmd.Stderr = g.stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("password command: %w", err)
+		}
+		return strings.TrimRight(firstLine(out), "\r"), nil
+	}
+	return promptPassword(prompt)
+}
+
+func firstLine(b []byte) string {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
+}
+
+// promptPassword asks on the controlling terminal without echo.
+func promptPassword(prompt string) (string, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		if tty != nil {
+			tty.Close()
+		}
+		return "", errors.New("no password given: set IMAGO_PASSWORD, --password-file or --password-command")
+	}
+	defer tty.Close()
+	fmt.Fprint(tty, prompt)
+	pw, err := term.ReadPassword(int(tty.Fd()))
+	fmt.Fprintln(tty)
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	return string(pw), nil
+}
+
+// kdfParams returns the key-derivation cost for new key files. The cheap
+// parameters are for test suites only and must be asked for explicitly.
+func kdfParams() crypto.KDFParams {
+	if os.Getenv("IMAGO_INSECURE_TEST_KDF") == "1" {
+		return crypto.TestKDF
+	}
+	return crypto.DefaultKDF
+}
+
+// openRepository opens the repository named by the global flags.
+func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, error) {
+	loc, err := g.location()
+	if err != nil {
+		return nil, err
+	}
+	be, err := openBackend(loc, false)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := g.readPassword("enter password for repository: ")
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{})
+	if err != nil {
+		be.Close()
+		if errors.Is(err, repo.ErrNoRepository) {
+			return nil, fmt.Errorf("repository %s does not exist: %w", loc, err)
+		}
+		return nil, err
+	}
+	return r, nil
+}
+
+// lockRepository takes a shared or exclusive lock unless --no-lock was given
+// (only honoured for shared locks) and returns the function that releases it.
+func (g *globalOptions) lockRepository(ctx context.Context, r *repo.Repository, exclusive bool) (func(), error) {
+	if g.noLock && !exclusive {
+		return func() {}, nil
+	}
+	l, err := r.Lock(ctx, exclusive, repo.LockOptions{Retry: g.retryLock})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		// Unlock with a fresh context: the command's may be cancelled.
+		uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := l.Unlock(uctx); err != nil {
+			g.warnf("warning: remove lock: %v\n", err)
+		}
+	}, nil
+}

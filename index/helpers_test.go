@@ -1,0 +1,55 @@
+package index
+
+import (
+	"crypto/rand"
+	mrand "math/rand/v2"
+	"testing"
+
+	"github.com/imagobackup/imago/chunk"
+	"github.com/imagobackup/imago/pack"
+)
+
+// testPack is a pack with random blobs that tile it, as a pack.Writer makes.
+type testPack struct {
+	id      pack.ID
+	entries []pack.Entry
+}
+
+// randomPacks returns n packs of 1..maxBlobs random blobs each, both kinds.
+func randomPacks(tb testing.TB, r *mrand.Rand, n, maxBlobs int) []testPack {
+	tb.Helper()
+	packs := make([]testPack, n)
+	for i := range packs {
+		p := &packs[i]
+		fillRandom(tb, p.id[:])
+		var off uint32
+		for range 1 + r.IntN(maxBlobs) {
+			e := pack.Entry{Offset: off, Length: 41 + uint32(r.IntN(1<<20)), Codec: pack.CodecNone}
+			e.RawLength = e.Length - 41
+			e.Handle.Kind = chunk.Kind(1 + r.IntN(2))
+			fillRandom(tb, e.Handle.ID[:])
+			off += e.Length
+			p.entries = append(p.entries, e)
+		}
+	}
+	return packs
+}
+
+func fillRandom(tb testing.TB, b []byte) {
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// newSmall returns an Index with tiny merge thresholds, so that a few
+// thousand blobs go through every kind of merge.
+func newSmall(recentMax, midMinMax int) *Index {
+	x := New()
+	x.recentMax, x.midMinMax = recentMax, midMinMax
+	return x
+}
+
+// wantLoc is the location Lookup must return for e in p.
+func wantLoc(p pack.ID, e pack.Entry) Location {
+	return Location{Pack: p, Offset: e.Offset, Length: e.Length}
+}

@@ -1,0 +1,12 @@
+// Package local stores a repository in a folder of the local file system.
+//
+// The layout is the one of docs/FORMAT.md: the config at dir/config, other
+// files at dir/<type>/<name>, and packs sharded by the first two characters
+// of their name at dir/data/<xx>/<name>. Folders are created with mode 0700
+// and files with mode 0600.
+//
+// Save is atomic and durable: it writes a temporary file named ".tmp-…" in
+// the target folder, syncs it, renames it into place and syncs the folder.
+// A failed Save removes its temporary file; List never reports temporary
+// files, including those a crash left behind.
+package local

@@ -1,0 +1,199 @@
+package repo
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/imagobackup/imago/chunk"
+	"github.com/imagobackup/imago/pack"
+	"github.com/imagobackup/imago/repo/crypto"
+)
+
+// ConfigVersion is the only config version this package reads and writes.
+const ConfigVersion = 1
+
+const (
+	kiB = 1 << 10
+	miB = 1 << 20
+)
+
+// Pack size limits, checked at init and whenever a config is read.
+const (
+	// DefaultPackSize is the target size of a pack: large enough that a
+	// 2 TiB image makes about 130 000 files, small enough that a failed
+	// upload repeats little (design §2).
+	DefaultPackSize = 16 * miB
+
+	// MinPackSize lets tests make many packs from little data. Below it,
+	// the pack header and one request per pack would dominate.
+	MinPackSize = 4 * kiB
+
+	// MaxPackSize keeps a pack's offsets far inside uint32 and bounds the
+	// write session's memory (maxOpenPacks packs, 640 MiB at this size).
+	MaxPackSize = 128 * miB
+)
+
+// ImageChunker are the chunk sizes for disk images: at least 64 KiB, about
+// 192 KiB on average (64 KiB + 2^17), at most 1 MiB. They are provisional
+// until measured on realistic nightly churn (design §4, bench/); whatever is
+// chosen is recorded in each repository's config, so changing the default
+// later affects only new repositories.
+var ImageChunker = ChunkerSizes{Min: 64 * kiB, Max: 1 * miB, AverageBits: 17}
+
+// configAD is the associated data of the sealed config, version 1.
+var configAD = []byte("imago config v1")
+
+// maxConfigSize bounds the sealed config read from a backend; a real one is
+// about 350 bytes.
+const maxConfigSize = 64 * kiB
+
+// Config holds a repository's settings. It is fixed at init, stored sealed
+// as JSON in the file "config", and read by Open.
+type Config struct {
+	// Version is ConfigVersion.
+	Version int `json:"version"`
+	// ID is 32 random bytes in hex; it tells repositories apart (caches).
+	ID string `json:"id"`
+	// Polynomial is the Rabin polynomial of both chunkers.
+	Polynomial Polynomial `json:"chunker_polynomial"`
+	// FileChunker sizes the chunks of file trees.
+	FileChunker ChunkerSizes `json:"file_chunker"`
+	// ImageChunker sizes the chunks of disk images.
+	ImageChunker ChunkerSizes `json:"image_chunker"`
+	// Compression is the level new blobs are compressed at, by name.
+	Compression pack.CompressionLevel `json:"compression"`
+	// PackSize is the size at which a pack is finished, in bytes.
+	PackSize int `json:"pack_size"`
+}
+
+// ChunkerSizes are the size parameters of one chunker.
+type ChunkerSizes struct {
+	Min         uint `json:"min"`
+	Max         uint `json:"max"`
+	AverageBits int  `json:"average_bits"`
+}
+
+// Polynomial is a chunker polynomial, stored as a hex string (JSON numbers
+// above 2^53 do not survive every JSON reader).
+type Polynomial uint64
+
+// MarshalText encodes p as lowercase hex without prefix.
+func (p Polynomial) MarshalText() ([]byte, error) {
+	return []byte(strconv.FormatUint(uint64(p), 16)), nil
+}
+
+// UnmarshalText decodes a hex polynomial.
+func (p *Polynomial) UnmarshalText(b []byte) error {
+	v, err := strconv.ParseUint(string(b), 16, 64)
+	if err != nil {
+		return fmt.Errorf("chunker polynomial %q: %w", b, err)
+	}
+	*p = Polynomial(v)
+	return nil
+}
+
+// FileParams returns the splitter parameters for file trees.
+func (c Config) FileParams() chunk.Params { return c.params(c.FileChunker) }
+
+// ImageParams returns the splitter parameters for disk images.
+func (c Config) ImageParams() chunk.Params { return c.params(c.ImageChunker) }
+
+func (c Config) params(s ChunkerSizes) chunk.Params {
+	return chunk.Params{Polynomial: uint64(c.Polynomial), Min: s.Min, Max: s.Max, AverageBits: s.AverageBits}
+}
+
+// newConfig returns the config of a new repository made with opts.
+func newConfig(opts InitOptions) (Config, error) {
+	var id [32]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return Config{}, fmt.Errorf("repo: random repository ID: %w", err)
+	}
+	pol := opts.Polynomial
+	if pol == 0 {
+		var err error
+		if pol, err = chunk.RandomPolynomial(); err != nil {
+			return Config{}, err
+		}
+	}
+	packSize := opts.PackSize
+	if packSize == 0 {
+		packSize = DefaultPackSize
+	}
+	fp := chunk.FileParams
+	c := Config{
+		Version:      ConfigVersion,
+		ID:           hex.EncodeToString(id[:]),
+		Polynomial:   Polynomial(pol),
+		FileChunker:  ChunkerSizes{Min: fp.Min, Max: fp.Max, AverageBits: fp.AverageBits},
+		ImageChunker: ImageChunker,
+		Compression:  opts.Compression,
+		PackSize:     packSize,
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// validate checks every field a reader depends on.
+func (c Config) validate() error {
+	if c.Version != ConfigVersion {
+		return fmt.Errorf("unsupported version %d, want %d", c.Version, ConfigVersion)
+	}
+	if id, err := hex.DecodeString(c.ID); err != nil || len(id) != 32 {
+		return fmt.Errorf("id %q is not 64 hex digits", c.ID)
+	}
+	if err := c.FileParams().Validate(); err != nil {
+		return fmt.Errorf("file_chunker: %w", err)
+	}
+	if err := c.ImageParams().Validate(); err != nil {
+		return fmt.Errorf("image_chunker: %w", err)
+	}
+	if !c.Compression.Valid() {
+		return fmt.Errorf("invalid compression level %d", uint8(c.Compression))
+	}
+	if c.PackSize < MinPackSize || c.PackSize > MaxPackSize {
+		return fmt.Errorf("pack_size %d outside [%d, %d]", c.PackSize, MinPackSize, MaxPackSize)
+	}
+	return nil
+}
+
+// sealConfig returns the stored form of c: its JSON sealed with k.
+func sealConfig(k *crypto.Key, c Config) ([]byte, error) {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("repo: encode config: %w", err)
+	}
+	return k.Seal(nil, b, configAD), nil
+}
+
+// errConfigUnauthenticated marks a config that the key cannot open.
+var errConfigUnauthenticated = errors.New("cannot be opened with the key (damaged, or written with another key)")
+
+// openConfig opens and strictly decodes a stored config. Errors do not yet
+// name the file; Open adds "config".
+func openConfig(k *crypto.Key, sealed []byte) (Config, error) {
+	plain, err := k.Open(nil, sealed, configAD)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %w", errConfigUnauthenticated, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(plain))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("decode: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Config{}, errors.New("decode: data after the JSON object")
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}

@@ -1,0 +1,221 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/imagobackup/imago/chunk"
+)
+
+// ErrSkipDir, returned by a WalkFunc for a directory, makes Walk skip the
+// directory's children. Returned for any other node it is ignored.
+var ErrSkipDir = errors.New("snapshot: skip this directory")
+
+// maxDepth bounds directory nesting during walks. Paths are limited to 4096
+// bytes on Linux, so no real tree is deeper than 2048 levels; the limit stops
+// a hostile repository from exhausting the stack.
+const maxDepth = 4096
+
+// WalkFunc is called by Walk for every node with its path ('/'-joined names
+// from the root tree, no leading slash). node is valid only during the
+// call. Returning ErrSkipDir skips a directory's children; any other error
+// stops the walk and Walk returns it unchanged.
+type WalkFunc func(path string, node *Node) error
+
+// Walk visits every node reachable from the root tree blob, depth-first, in
+// name order, a directory before its children. It holds one directory
+// listing per level of nesting in memory.
+func Walk(ctx context.Context, l ChunkLoader, root chunk.ID, fn WalkFunc) error {
+	t, err := LoadTree(ctx, l, []chunk.ID{root})
+	if err != nil {
+		return err
+	}
+	return walkTree(ctx, l, t, "", 0, fn)
+}
+
+func walkTree(ctx context.Context, l ChunkLoader, t *Tree, prefix string, depth int, fn WalkFunc) error {
+	if depth >= maxDepth {
+		return &FormatError{What: "tree", Offset: -1, Reason: fmt.Sprintf("directories nested deeper than %d at %q", maxDepth, prefix)}
+	}
+	for i := range t.Nodes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := &t.Nodes[i]
+		path := n.Name
+		if prefix != "" {
+			path = prefix + "/" + n.Name
+		}
+		err := fn(path, n)
+		if errors.Is(err, ErrSkipDir) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n.Type != TypeDir || len(n.Subtrees) == 0 {
+			continue
+		}
+		sub, err := LoadTree(ctx, l, n.Subtrees)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if err := walkTree(ctx, l, sub, path, depth+1, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FindNode returns the node at path ('/'-separated names from the root tree;
+// leading, trailing and repeated slashes are ignored). A missing name, or a
+// name below a non-directory, gives an error wrapping ErrNotFound.
+func FindNode(ctx context.Context, l ChunkLoader, root chunk.ID, path string) (*Node, error) {
+	var names []string
+	for _, s := range strings.Split(path, "/") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("snapshot: find %q: empty path: %w", path, ErrNotFound)
+	}
+	ids := []chunk.ID{root}
+	for i, name := range names {
+		t, err := LoadTree(ctx, l, ids)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot: find %q: %w", path, err)
+		}
+		j, ok := slices.BinarySearchFunc(t.Nodes, name, func(n Node, name string) int { return strings.Compare(n.Name, name) })
+		if !ok {
+			return nil, fmt.Errorf("snapshot: find %q: %w", path, ErrNotFound)
+		}
+		n := &t.Nodes[j]
+		if i == len(names)-1 {
+			return n, nil
+		}
+		if n.Type != TypeDir {
+			return nil, fmt.Errorf("snapshot: find %q: %s is not a directory: %w", path, strings.Join(names[:i+1], "/"), ErrNotFound)
+		}
+		ids = n.Subtrees
+	}
+	return nil, fmt.Errorf("snapshot: find %q: %w", path, ErrNotFound) // not reached: the loop returns
+}
+
+// Blobs calls fn for every blob reference in the snapshot with root tree
+// root: tree blobs, content-list pages (both chunk.KindTree) and data blobs
+// (chunk.KindData), each parent before what it references. Before visiting a
+// blob it calls seen (when not nil); if seen returns true the blob and
+// everything below it are skipped. With seen nil a blob referenced twice is
+// visited twice; a caller that records every handle in seen visits each
+// distinct blob of many snapshots once, so prune and check pay for what the
+// snapshots share only once.
+// seen and fn are called from the calling goroutine; an error from fn stops
+// the walk and is returned unchanged.
+func Blobs(ctx context.Context, l ChunkLoader, root chunk.ID, seen func(chunk.Handle) bool, fn func(chunk.Handle) error) error {
+	v := &blobVisitor{l: l, seen: seen, fn: fn}
+	return v.tree(ctx, root, 0)
+}
+
+type blobVisitor struct {
+	l    ChunkLoader
+	seen func(chunk.Handle) bool
+	fn   func(chunk.Handle) error
+	buf  []byte
+}
+
+// visit reports whether h should be descended into, after calling fn.
+func (v *blobVisitor) visit(h chunk.Handle) (bool, error) {
+	if v.seen != nil && v.seen(h) {
+		return false, nil
+	}
+	if err := v.fn(h); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (v *blobVisitor) tree(ctx context.Context, id chunk.ID, depth int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if depth >= maxDepth {
+		return &FormatError{What: "tree", ID: id, Offset: -1, Reason: fmt.Sprintf("directories nested deeper than %d", maxDepth)}
+	}
+	ok, err := v.visit(chunk.Handle{ID: id, Kind: chunk.KindTree})
+	if !ok || err != nil {
+		return err
+	}
+	t, buf, err := loadTreePart(ctx, v.l, id, v.buf)
+	v.buf = buf
+	if err != nil {
+		return err
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if err := v.content(ctx, &n.Content); err != nil {
+			return err
+		}
+		for _, sub := range n.Subtrees {
+			if err := v.tree(ctx, sub, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (v *blobVisitor) content(ctx context.Context, c *Content) error {
+	if err := v.extents(c.Extents); err != nil {
+		return err
+	}
+	if len(c.Pages) == 0 {
+		return nil
+	}
+	r := NewContentReader(v.l, *c)
+	if r.err != nil {
+		return r.err
+	}
+	return v.pages(ctx, r, r.root)
+}
+
+func (v *blobVisitor) extents(xs []Extent) error {
+	for _, x := range xs {
+		if x.Hole() {
+			continue
+		}
+		if _, err := v.visit(chunk.Handle{ID: x.ID, Kind: chunk.KindData}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pages visits the pages p refers to, and what they reference.
+func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) error {
+	for _, ref := range p.refs {
+		ok, err := v.visit(chunk.Handle{ID: ref.ID, Kind: chunk.KindTree})
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		child, err := r.load(ctx, ref, p.level-1)
+		if err != nil {
+			return err
+		}
+		if child.level == 0 {
+			err = v.extents(child.extents)
+		} else {
+			err = v.pages(ctx, r, child)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
