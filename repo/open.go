@@ -32,6 +32,9 @@ type InitOptions struct {
 	PackSize int
 	// Polynomial is the chunker polynomial; zero means a random one.
 	Polynomial uint64
+	// ImageChunker overrides the image chunk sizes (ImageChunker) when set;
+	// bench/ compares settings with it.
+	ImageChunker *ChunkerSizes
 	// Host and Username are recorded in the key file.
 	Host, Username string
 	// Now is the clock used for locks; nil means time.Now.

@@ -117,7 +117,8 @@ type Summary struct {
 	BytesReused         uint64    `json:"bytes_reused"`
 	DataBlobs           uint64    `json:"data_blobs"`
 	TreeBlobs           uint64    `json:"tree_blobs"`
-	DataAdded           uint64    `json:"data_added"` // bytes added to the repository
+	DataAdded           uint64    `json:"data_added"`     // bytes added to the repository (data and metadata)
+	MetadataAdded       uint64    `json:"metadata_added"` // of DataAdded, the bytes of tree blobs and content-list pages
 	BackupStart         time.Time `json:"backup_start"`
 	BackupEnd           time.Time `json:"backup_end"`
 	DurationSeconds     float64   `json:"duration_seconds"`

@@ -7,7 +7,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 
 	"github.com/imagobackup/imago/chunk"
 	"github.com/imagobackup/imago/repo"
-	"github.com/imagobackup/imago/repo/backend"
 	"github.com/imagobackup/imago/snapshot"
 	"github.com/imagobackup/imago/snapshot/archive"
 	"github.com/imagobackup/imago/snapshot/filter"
@@ -31,20 +29,38 @@ type backupOptions struct {
 	excludeFiles     []string
 	excludeIfPresent []string
 	oneFileSystem    bool
+	image            bool
+	stdin            bool
+	stdinName        string
 }
 
 func newBackupCommand(g *globalOptions) *cobra.Command {
 	var o backupOptions
 	cmd := &cobra.Command{
-		Use:   "backup PATH...",
-		Short: "Create a snapshot of files and directories",
-		Long: `Back up files and directories into a new snapshot.
+		Use:   "backup PATH... | backup --image DEVICE|FILE | backup --image --stdin --stdin-name NAME",
+		Short: "Create a snapshot of files and directories, or of a whole disk",
+		Long: `Back up files and directories, or a whole disk, into a new snapshot.
 
 Files unchanged since the parent snapshot (same size, mtime, ctime and inode)
 are not read again. The parent is the latest snapshot of the same host and
-paths unless --parent names another.`,
-		Args: cobra.MinimumNArgs(1),
+paths unless --parent names another.
+
+With --image (automatic for a block device) the source is backed up as one
+disk image: holes and zero ranges are stored as holes, and chunks unchanged
+since the parent image are recognised by hash without re-chunking.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.stdin {
+				if !o.image {
+					return fmt.Errorf("--stdin needs --image")
+				}
+				return cobra.NoArgs(cmd, args)
+			}
+			return cobra.MinimumNArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.image || o.stdin || (len(args) == 1 && isBlockDevice(args[0])) {
+				return runImageBackup(cmd.Context(), g, &o, args)
+			}
 			return runBackup(cmd.Context(), g, &o, args)
 		},
 	}
@@ -58,6 +74,9 @@ paths unless --parent names another.`,
 	f.StringArrayVar(&o.excludeFiles, "exclude-file", nil, "read exclude patterns from `file` (repeatable)")
 	f.StringArrayVar(&o.excludeIfPresent, "exclude-if-present", nil, "exclude directories containing a file named `name` (repeatable)")
 	f.BoolVarP(&o.oneFileSystem, "one-file-system", "x", false, "do not cross file system boundaries")
+	f.BoolVar(&o.image, "image", false, "back up the source (a device or an image file) as a disk image")
+	f.BoolVar(&o.stdin, "stdin", false, "with --image: read the image from standard input")
+	f.StringVar(&o.stdinName, "stdin-name", "", "with --stdin: the `name` to record for the image")
 	return cmd
 }
 
@@ -127,17 +146,13 @@ func runBackup(ctx context.Context, g *globalOptions, o *backupOptions, args []s
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	var tags []string
-	for _, t := range o.tags {
-		tags = append(tags, splitList(t)...)
-	}
 
 	r, err := g.openRepository(ctx)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	unlock, err := g.lockRepository(ctx, r, false)
+	unlock, err := g.lockBackup(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -203,39 +218,10 @@ func runBackup(ctx context.Context, g *globalOptions, o *backupOptions, args []s
 	sum.BackupStart = start
 	sum.BackupEnd = time.Now()
 	sum.DurationSeconds = sum.BackupEnd.Sub(start).Seconds()
-	username := ""
-	var uid, gid uint32
-	if u, err := user.Current(); err == nil {
-		username = u.Username
-		if v, err := strconv.ParseUint(u.Uid, 10, 32); err == nil {
-			uid = uint32(v)
-		}
-		if v, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
-			gid = uint32(v)
-		}
-	}
-	sn := &snapshot.Snapshot{
-		Version:        1,
-		Time:           snapTime,
-		Host:           host,
-		Username:       username,
-		UID:            uid,
-		GID:            gid,
-		Tags:           tags,
-		Paths:          paths,
-		Kind:           snapshot.KindFiles,
-		Parent:         parentID,
-		Tree:           res.Tree,
-		Summary:        &sum,
-		ProgramVersion: "imago " + version,
-	}
-	b, err := snapshot.Encode(sn)
+	sn := newSnapshotRecord(host, snapTime, paths, o.tags, snapshot.KindFiles, parentID, res.Tree, &sum)
+	id, err := saveSnapshot(ctx, r, sn)
 	if err != nil {
 		return err
-	}
-	id, err := r.SaveFile(ctx, backend.Snapshot, b)
-	if err != nil {
-		return fmt.Errorf("save snapshot: %w", err)
 	}
 	if g.json {
 		if err := g.printJSON(struct {
@@ -299,4 +285,13 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// currentUser returns the name, uid and gid of the user running imago.
+func currentUser() (string, uint32, uint32) {
+	u, err := user.Current()
+	if err != nil {
+		return "", uint32(os.Getuid()), uint32(os.Getgid())
+	}
+	return u.Username, uint32(os.Getuid()), uint32(os.Getgid())
 }

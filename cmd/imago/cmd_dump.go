@@ -8,15 +8,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/imagobackup/imago/snapshot"
 	"github.com/imagobackup/imago/snapshot/restore"
 )
 
 func newDumpCommand(g *globalOptions) *cobra.Command {
 	var f snapshotFilter
 	cmd := &cobra.Command{
-		Use:   "dump SNAPSHOT PATH",
-		Short: "Write a file (or a directory as tar) from a snapshot to stdout",
-		Args:  cobra.ExactArgs(2),
+		Use:   "dump SNAPSHOT [PATH]",
+		Short: "Write a file (a directory as tar, an image snapshot as the raw image) to stdout",
+		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			r, err := g.openRepository(ctx)
@@ -33,8 +34,17 @@ func newDumpCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p := strings.Trim(path.Clean("/"+args[1]), "/")
 			w := bufio.NewWriterSize(g.stdout, 1<<20)
+			if s.Kind == snapshot.KindImage {
+				if err := dumpImage(ctx, r, s, w); err != nil {
+					return err
+				}
+				return w.Flush()
+			}
+			if len(args) < 2 {
+				return errors.New("dump of a file snapshot needs a PATH")
+			}
+			p := strings.Trim(path.Clean("/"+args[1]), "/")
 			err = restore.DumpFile(ctx, r, s.Tree, p, w)
 			if errors.Is(err, restore.ErrIsDir) {
 				err = restore.WriteTar(ctx, r, s.Tree, p, w)

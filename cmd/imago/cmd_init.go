@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +17,7 @@ import (
 func newInitCommand(g *globalOptions) *cobra.Command {
 	var compression string
 	var packSizeMiB int
+	var imageChunker, imageChunkAvg string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -32,6 +35,10 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 			if packSizeMiB < 1 || packSizeMiB > 128 {
 				return fmt.Errorf("--pack-size must be between 1 and 128 MiB")
 			}
+			ic, err := imageChunkerSizes(imageChunker, imageChunkAvg)
+			if err != nil {
+				return err
+			}
 			pw, err := g.readNewPassword()
 			if err != nil {
 				return err
@@ -48,7 +55,7 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 			}
 			r, err := repo.Init(ctx, be, pw, repo.InitOptions{
 				KDF: kdfParams(), Compression: level, PackSize: packSizeMiB << 20,
-				Host: host, Username: username,
+				Host: host, Username: username, ImageChunker: ic,
 			})
 			if errors.Is(err, repo.ErrAlreadyInitialized) {
 				return fmt.Errorf("repository %s already exists", loc)
@@ -66,7 +73,69 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&compression, "compression", "default", "compression `level`: off, fastest, default, better")
 	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
+	cmd.Flags().StringVar(&imageChunker, "image-chunker", "cdc", "how disk images are cut: cdc (content-defined) or fixed")
+	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "", "average image chunk `size`, a power of two (e.g. 64KiB; default: built-in)")
 	return cmd
+}
+
+// imageChunkerSizes turns the init flags into image chunker sizes, or nil
+// for the built-in default. For cdc with average A: minimum A/2, 2^bits =
+// A/2 (the chunker's expected chunk is minimum + 2^bits = A), maximum 4A.
+// fixed cuts every A bytes (minimum = maximum = A).
+func imageChunkerSizes(kind, avg string) (*repo.ChunkerSizes, error) {
+	if avg == "" && kind == "cdc" {
+		return nil, nil
+	}
+	a := int64(repo.ImageChunker.Min) * 2
+	if avg != "" {
+		v, err := parseSize(avg)
+		if err != nil {
+			return nil, fmt.Errorf("--image-chunk-avg: %w", err)
+		}
+		a = v
+	}
+	if a < 4<<10 || a > 2<<20 || a&(a-1) != 0 {
+		return nil, fmt.Errorf("--image-chunk-avg must be a power of two between 4KiB and 2MiB")
+	}
+	bits := 0
+	for int64(1)<<bits < a {
+		bits++
+	}
+	seg := int64(repo.DefaultImageSegment)
+	switch kind {
+	case "cdc":
+		return &repo.ChunkerSizes{Min: uint(a / 2), Max: uint(4 * a), AverageBits: bits - 1, Segment: seg}, nil
+	case "fixed":
+		return &repo.ChunkerSizes{Min: uint(a), Max: uint(a), AverageBits: bits, Segment: seg}, nil
+	}
+	return nil, fmt.Errorf("--image-chunker must be cdc or fixed, not %q", kind)
+}
+
+// parseSize parses a byte count with an optional K/M/G/T suffix (powers of
+// 1024; "KiB", "K", "k" all work).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"t", 1 << 40}, {"g", 1 << 30}, {"m", 1 << 20}, {"k", 1 << 10}} {
+		low := strings.ToLower(t)
+		for _, suf := range []string{u.suffix + "ib", u.suffix + "b", u.suffix} {
+			if strings.HasSuffix(low, suf) {
+				t, mult = t[:len(t)-len(suf)], u.m
+				break
+			}
+		}
+		if mult != 1 {
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
 }
 
 // readNewPassword reads a new password; on a terminal it asks twice.

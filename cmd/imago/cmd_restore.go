@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/imagobackup/imago/snapshot"
 	"github.com/imagobackup/imago/snapshot/filter"
 	"github.com/imagobackup/imago/snapshot/restore"
 )
@@ -13,12 +14,16 @@ func newRestoreCommand(g *globalOptions) *cobra.Command {
 	var f snapshotFilter
 	var target string
 	var includes []string
-	var verify bool
+	var verify, sparse bool
 	cmd := &cobra.Command{
-		Use:   "restore SNAPSHOT --target DIR",
+		Use:   "restore SNAPSHOT --target DIR|FILE|DEVICE",
 		Short: "Restore a snapshot",
 		Long: `Restore a snapshot, or the files matching --include, below the target
-directory. Paths keep their absolute layout: /home/u/a restores to DIR/home/u/a.`,
+directory. Paths keep their absolute layout: /home/u/a restores to DIR/home/u/a.
+
+An image snapshot is restored to a file (sparse: holes stay unallocated) or a
+block device (refused when mounted or too small); into an existing directory
+it is written under its recorded name. The whole-image digest is verified.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -46,6 +51,12 @@ directory. Paths keep their absolute layout: /home/u/a restores to DIR/home/u/a.
 			s, err := findSnapshot(ctx, r, &f, args[0])
 			if err != nil {
 				return err
+			}
+			if s.Kind == snapshot.KindImage {
+				if len(includes) > 0 {
+					return fmt.Errorf("--include does not apply to image snapshots")
+				}
+				return restoreImage(ctx, g, r, s, target, sparse)
 			}
 			g.verbosef(1, "restoring snapshot %s of %v to %s\n", shortID(s.ID), s.Paths, target)
 			prog := &restore.Progress{}
@@ -82,5 +93,6 @@ directory. Paths keep their absolute layout: /home/u/a restores to DIR/home/u/a.
 	cmd.Flags().StringVarP(&target, "target", "t", "", "restore into `directory`")
 	cmd.Flags().StringArrayVarP(&includes, "include", "i", nil, "restore only paths matching `pattern` (repeatable)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "read restored files back and compare them with the snapshot")
+	cmd.Flags().BoolVar(&sparse, "sparse", false, "image to a device: skip holes (only if the device reads zeros where nothing was written)")
 	return cmd
 }

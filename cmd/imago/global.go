@@ -78,8 +78,15 @@ costs only what changed since the last one.`,
 		newUnlockCommand(g),
 		newVersionCommand(g),
 	)
+	for _, newCmd := range moreCommands {
+		root.AddCommand(newCmd(g))
+	}
 	return root
 }
+
+// moreCommands holds constructors of commands that register themselves from
+// their own file with an init function (one cmd_<verb>.go per command).
+var moreCommands []func(*globalOptions) *cobra.Command
 
 // printf writes a human message to stdout unless --quiet or --json.
 func (g *globalOptions) printf(format string, args ...any) {
@@ -219,6 +226,23 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 		return nil, err
 	}
 	return r, nil
+}
+
+// backupLockWait is how long a backup waits, unless --retry-lock says
+// otherwise, for a lock another process holds exclusively: prune's final
+// step holds one for seconds to minutes, and a nightly backup should wait
+// for it rather than fail.
+const backupLockWait = 10 * time.Minute
+
+// lockBackup takes the shared lock of a backup, waiting up to
+// backupLockWait (or --retry-lock) for an exclusive holder to finish.
+func (g *globalOptions) lockBackup(ctx context.Context, r *repo.Repository) (func(), error) {
+	if g.retryLock == 0 {
+		h := *g
+		h.retryLock = backupLockWait
+		return h.lockRepository(ctx, r, false)
+	}
+	return g.lockRepository(ctx, r, false)
 }
 
 // lockRepository takes a shared or exclusive lock unless --no-lock was given
