@@ -25,6 +25,7 @@ var allowed = map[string][]string{
 	"repo":             {"chunk", "pack", "index", "repo/backend/...", "repo/crypto"},
 	"snapshot":         {"chunk"},
 	"snapshot/filter":  {},
+	"snapshot/...":     {"chunk", "snapshot", "snapshot/..."},
 	"snapshot/archive": {"chunk", "snapshot", "snapshot/filter"},
 	"snapshot/restore": {"chunk", "snapshot", "snapshot/filter"},
 	"blockdev":         {"chunk", "snapshot"},

@@ -62,6 +62,9 @@ type Repository struct {
 	now    func() time.Time
 	stats  counters
 
+	// idxFiles lists the index files idx was built from.
+	idxFiles indexFiles
+
 	// keyMu guards keyName, the key file this session opened.
 	keyMu   sync.Mutex
 	keyName string
@@ -204,6 +207,9 @@ func (r *Repository) Index() *index.Index { return r.idx }
 // HashChunk returns the ID data has in this repository (keyed BLAKE3).
 func (r *Repository) HashChunk(data []byte) chunk.ID { return r.hasher.Sum(data) }
 
-// Close releases the backend. Call Flush first: Close does not write
-// pending packs.
-func (r *Repository) Close() error { return r.be.Close() }
+// Close stops uploads still running and releases the backend. Call Flush
+// first: Close does not write pending packs.
+func (r *Repository) Close() error {
+	r.cancelUpload()
+	return r.be.Close()
+}

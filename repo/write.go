@@ -35,6 +35,12 @@ type session struct {
 	packSlots chan struct{}
 	// uploading holds one token per running upload (see uploadWorkers).
 	uploading chan struct{}
+	// uploadCtx is the context uploads run under. It is not the context of
+	// the SaveChunk call that filled the pack: that call (often a pipeline
+	// worker whose group context ends when the pipeline does) may return
+	// long before the upload it started finishes. Close cancels it.
+	uploadCtx    context.Context
+	cancelUpload context.CancelFunc
 
 	// mu guards the fields below. No I/O happens while it is held.
 	mu sync.Mutex
@@ -60,6 +66,7 @@ func (s *session) init() {
 	s.uploading = make(chan struct{}, uploadWorkers)
 	s.pending = make(map[chunk.Handle]struct{})
 	s.open = make(map[chunk.Kind]*packer)
+	s.uploadCtx, s.cancelUpload = context.WithCancel(context.Background())
 }
 
 // packer is a pack being filled in memory.
@@ -261,7 +268,8 @@ func (r *Repository) releaseSlot(buf []byte) {
 
 // finishPack seals p's header, checks that the header opens and lists the
 // blobs written, and starts its upload once an upload worker is free. The
-// upload runs under ctx. On error, p's blobs are no longer pending and the
+// upload runs under the session's upload context; ctx only bounds the wait
+// for an upload slot. On error, p's blobs are no longer pending and the
 // error is also recorded for the session.
 func (r *Repository) finishPack(ctx context.Context, p *packer) error {
 	id, entries, err := p.w.Finish()
@@ -279,7 +287,7 @@ func (r *Repository) finishPack(ctx context.Context, p *packer) error {
 		r.failPack(p, err)
 		return err
 	}
-	go r.upload(ctx, p, id, entries)
+	go r.upload(r.uploadCtx, p, id, entries)
 	return nil
 }
 

@@ -295,3 +295,30 @@ func TestSaveChunkCancelled(t *testing.T) {
 		t.Error("a blob whose save was cancelled is reported as stored")
 	}
 }
+
+// A pipeline saves chunks under a context that ends when the pipeline does,
+// often before the uploads its last SaveChunk calls started have finished.
+// Those uploads must not be cancelled with it: Flush under a live context
+// must store every blob.
+func TestUploadsOutliveTheSaveChunkContext(t *testing.T) {
+	be := mem.New()
+	r := TestRepositoryWithBackend(t, be, TestPackSize(MinPackSize))
+	ctx, cancel := context.WithCancel(context.Background())
+	var ids []chunk.ID
+	for i := range 64 {
+		id, _, err := r.SaveChunk(ctx, chunk.KindData, randomBytes(uint64(i), 3000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	cancel() // the pipeline is over; some packs may still be uploading
+	if err := r.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush after the saving context ended: %v", err)
+	}
+	for _, id := range ids {
+		if _, err := r.LoadChunk(context.Background(), chunk.Handle{ID: id, Kind: chunk.KindData}, nil); err != nil {
+			t.Fatalf("blob %v lost: %v", id.Short(), err)
+		}
+	}
+}

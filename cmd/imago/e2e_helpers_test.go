@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if benchTreeDir != "" {
+		os.RemoveAll(benchTreeDir)
+	}
 	os.Exit(code)
 }
 
