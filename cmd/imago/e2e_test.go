@@ -49,6 +49,9 @@ func makeTree(t *testing.T, root string) {
 	must(os.WriteFile(filepath.Join(root, "empty"), nil, 0o600))
 	must(os.WriteFile(filepath.Join(root, "dir/sub/small.txt"), []byte("hello, world\n"), 0o644))
 	writeRandom(t, filepath.Join(root, "dir/sub/deeper/12M"), 12<<20, 2)
+	// More than one pack (16 MiB) of data, so that packs fill and upload
+	// while the backup pipeline runs.
+	writeRandom(t, filepath.Join(root, "dir/big-20M"), 20<<20, 4)
 	// Hard links: three names for one inode.
 	must(os.WriteFile(filepath.Join(root, "dir/hard-a"), []byte("linked content\n"), 0o644))
 	must(os.Link(filepath.Join(root, "dir/hard-a"), filepath.Join(root, "dir/hard-b")))
