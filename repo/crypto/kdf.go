@@ -17,11 +17,12 @@ type KDFParams struct {
 
 // DefaultKDF is used for new key files. Measured on the 2-core AMD EPYC build
 // machine (idle, best of 3): m=256 MiB, p=2 took 0.53 s at t=6; argon2id's
-// cost is about proportional to t×m, so m=64 MiB, t=20 costs about 0.45 s.
-// 64 MiB (borg 2 uses the same) rather than 256 MiB keeps every command's
-// peak memory low: the KDF's buffer is the largest single allocation of a
-// small backup, and it counts against the RSS users compare with restic's.
-var DefaultKDF = KDFParams{Time: 20, Memory: 64 << 10, Threads: 2}
+// cost is about proportional to t×m, so m=32 MiB, t=40 costs about 0.45 s.
+// The memory is held by every command while it opens the repository, so it
+// sets a floor under each command's peak memory: 32 MiB (as much as restic's
+// scrypt uses) keeps imago usable on small machines, and the time cost keeps
+// a guess at about half a second of two cores.
+var DefaultKDF = KDFParams{Time: 40, Memory: 32 << 10, Threads: 2}
 
 // TestKDF is cheap (well under a millisecond) and offers no protection: use it
 // only in tests.
