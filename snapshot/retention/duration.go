@@ -18,8 +18,8 @@ const maxComponent = 1_000_000
 // month back from 31 March is 28 or 29 February, and a day back across a
 // daylight-saving change is 23 or 25 hours. See Before for the exact rules.
 //
-// *Duration implements pflag.Value (String, Set, Type) and
-// encoding.TextMarshaler / TextUnmarshaler.
+// Duration implements encoding.TextMarshaler and *Duration
+// encoding.TextUnmarshaler, in the form of ParseDuration.
 type Duration struct {
 	Years, Months, Days, Hours int
 }
@@ -91,7 +91,7 @@ func (d Duration) String() string {
 // IsZero reports whether d is zero, which in a Policy means "not set".
 func (d Duration) IsZero() bool { return d == Duration{} }
 
-// Set parses s into d (pflag.Value).
+// Set parses s into d; on error d is unchanged.
 func (d *Duration) Set(s string) error {
 	v, err := ParseDuration(s)
 	if err != nil {
@@ -100,9 +100,6 @@ func (d *Duration) Set(s string) error {
 	*d = v
 	return nil
 }
-
-// Type names the flag value type in help texts (pflag.Value).
-func (d *Duration) Type() string { return "duration" }
 
 // MarshalText encodes d as String does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
