@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
@@ -78,6 +79,9 @@ func Backup(ctx context.Context, src *Source, s snapshot.ChunkSaver, h Hasher, o
 	if err != nil {
 		return nil, err
 	}
+	if opts.Parent != nil && h == nil {
+		return nil, fmt.Errorf("image backup: a parent needs a Hasher")
+	}
 	b := &backup{src: src, saver: s, hasher: h, opts: opts, progress: opts.Progress}
 	if b.progress == nil {
 		b.progress = new(Progress)
@@ -85,7 +89,7 @@ func Backup(ctx context.Context, src *Source, s snapshot.ChunkSaver, h Hasher, o
 	if opts.Parent != nil {
 		b.parent = snapshot.NewContentReader(opts.ParentLoader, *opts.Parent)
 	}
-	if b.zeroCuts, err = cutsZerosAtMin(opts.Params); err != nil {
+	if b.zeroCuts, err = zeroWindowCuts(opts.Params); err != nil {
 		return nil, err
 	}
 	return b.run(ctx)
@@ -100,26 +104,51 @@ type backup struct {
 	opts     BackupOptions
 	parent   *snapshot.ContentReader // nil without a parent
 	progress *Progress
-	zeroCuts bool // the splitter cuts zero runs every Params.Min bytes
+	zeroCuts bool // the splitter cuts after every zero window (zeroWindowCuts)
 }
 
-// cutsZerosAtMin reports whether the splitter with p cuts a run of zeros
-// into chunks of exactly p.Min bytes, which lets Backup cut zero runs
-// without running it (worker.zeroRun). It holds for the Rabin chunker in
-// use; checking it here keeps the shortcut exact if the splitter changes.
-func cutsZerosAtMin(p chunk.Params) (bool, error) {
-	sp := chunk.NewSplitter(io.LimitReader(zeroReader{}, 3*int64(p.Min)), p)
+// chunkerWindow is the number of bytes the chunker's rolling fingerprint
+// covers (restic/chunker's windowSize): a cut at a position depends only on
+// the chunkerWindow bytes before it, once Params.Min bytes are in the chunk.
+const chunkerWindow = 64
+
+// zeroWindowCuts reports whether the splitter with p cuts wherever the
+// last chunkerWindow bytes are zero and the chunk has at least p.Min bytes
+// (the fingerprint of a zero window is zero, which satisfies every cut
+// mask). Backup then cuts runs of zeros without running the splitter
+// (worker.zeroRun) and trusts a parent's cut after a zero window
+// (worker.reuse). It holds for the Rabin chunker in use; checking it on the
+// splitter keeps both shortcuts exact should the splitter ever change: a
+// splitter that fails the check is simply run.
+func zeroWindowCuts(p chunk.Params) (bool, error) {
+	// Min bytes of a pattern, a zero window, then Min zeros: cuts are
+	// expected after the window and after the zeros. A pattern that cuts
+	// inside the window proves nothing; another pattern is tried.
+	pattern := make([]byte, p.Min)
 	buf := make([]byte, 0, p.Max)
-	for range 3 {
-		c, err := sp.Next(buf)
+	for _, mul := range []int{7, 13, 31, 101} {
+		for i := range pattern {
+			pattern[i] = byte(i*mul + 1)
+		}
+		r := io.MultiReader(bytes.NewReader(pattern), io.LimitReader(zeroReader{}, int64(p.Min)+chunkerWindow))
+		sp := chunk.NewSplitter(r, p)
+		first, err := sp.Next(buf)
 		if err != nil {
 			return false, fmt.Errorf("image backup: check splitter: %w", err)
 		}
-		if uint(len(c)) != p.Min {
+		switch n := uint(len(first)); {
+		case n < p.Min+chunkerWindow:
+			continue
+		case n > p.Min+chunkerWindow:
 			return false, nil
 		}
+		second, err := sp.Next(buf)
+		if err != nil {
+			return false, fmt.Errorf("image backup: check splitter: %w", err)
+		}
+		return uint(len(second)) == p.Min, nil
 	}
-	return true, nil
+	return false, nil
 }
 
 // zeroReader reads zeros.

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imagobackup/imago/chunk"
 	"github.com/imagobackup/imago/snapshot"
 )
 
@@ -21,7 +22,9 @@ func baseImage(t testing.TB, path string) {
 	const size = 3*miB + 12345
 	truncate(t, path, size)
 	writeAt(t, path, 0, randomBytes(1, 600*kiB))
-	// [600K, 700K) stays a hole.
+	// Data that ends with less than a chunker window of zeros, then a
+	// hole in [600K, 700K).
+	writeAt(t, path, 600*kiB-40, make([]byte, 40))
 	writeAt(t, path, 700*kiB, randomBytes(2, 300*kiB))
 	writeAt(t, path, 1000*kiB, make([]byte, 200*kiB)) // allocated zeros
 	writeAt(t, path, 1200*kiB, bytes.Repeat([]byte("imago!"), 200*kiB/6))
@@ -146,6 +149,9 @@ func TestGuidedEqualsFull(t *testing.T) {
 	opts := BackupOptions{Params: testParams, SegmentSize: testSegment, Workers: 3}
 	parent := backupPath(t, parentPath, m, opts)
 	parentExtents := listExtents(t, m, parent.Content)
+	// The parent read as a stream has no holes: it guides the file with
+	// cuts in other places than the file's own.
+	streamParent := backupStream(t, parentPath, m, opts)
 
 	for _, mu := range mutations {
 		t.Run(mu.name, func(t *testing.T) {
@@ -177,13 +183,80 @@ func TestGuidedEqualsFull(t *testing.T) {
 			if guidedStream.Digest != guided.Digest {
 				t.Errorf("stream digest %s, file digest %s", guidedStream.Digest, guided.Digest)
 			}
+			guidedOpts.Parent = &streamParent.Content
+			checkSame(t, m, full, backupPath(t, path, m, guidedOpts))
 		})
 	}
 }
 
+// randomImage writes a random image of about 1.5 MiB to path: pieces of
+// random data, holes, allocated zeros and a repeated pattern of random
+// lengths, some not 4 KiB aligned.
+func randomImage(t testing.TB, path string, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 11))
+	var off int64
+	for i := 0; off < 1536*kiB; i++ {
+		n := 1 + r.Int64N(120*kiB)
+		switch r.IntN(4) {
+		case 0:
+			writeAt(t, path, off, randomBytes(seed<<8|uint64(i), int(n)))
+		case 1:
+			writeAt(t, path, off, make([]byte, n))
+		case 2:
+			writeAt(t, path, off, bytes.Repeat([]byte{byte(i)}, int(n)))
+		case 3:
+			// A hole: nothing written, the file extended below.
+		}
+		off += n
+	}
+	truncate(t, path, off)
+}
+
+// TestGuidedEqualsFullRandomImages is the property test: on random images
+// with random changes (writes, zeroed and punched ranges, a new length),
+// guided and full runs agree, read as files and as streams.
+func TestGuidedEqualsFullRandomImages(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		dir := t.TempDir()
+		path := dir + "/disk.img"
+		randomImage(t, path, seed)
+		m := snapshot.NewMemStore()
+		opts := BackupOptions{Params: testParams, SegmentSize: testSegment, Workers: 2}
+		parent := backupPath(t, path, m, opts)
+
+		r := rand.New(rand.NewPCG(seed, 12))
+		fi, _ := os.Stat(path)
+		size := fi.Size()
+		for i := range 10 {
+			off, n := r.Int64N(size), 1+r.Int64N(40*kiB)
+			switch r.IntN(3) {
+			case 0:
+				writeAt(t, path, off, randomBytes(seed<<16|uint64(i), int(n)))
+			case 1:
+				writeAt(t, path, off, make([]byte, n))
+			case 2:
+				punchHole(t, path, off&^(4*kiB-1), n)
+			}
+		}
+		truncate(t, path, size+r.Int64N(300*kiB)-150*kiB)
+
+		guidedOpts := opts
+		guidedOpts.Parent, guidedOpts.ParentLoader = &parent.Content, m
+		full := backupPath(t, path, m, opts)
+		guided := backupPath(t, path, m, guidedOpts)
+		checkSame(t, m, full, guided)
+		if got := dump(t, m, guided.Content); !bytes.Equal(got, readFile(t, path)) {
+			t.Fatalf("seed %d: guided image reads back differently", seed)
+		}
+		checkSame(t, m, backupStream(t, path, m, opts), backupStream(t, path, m, guidedOpts))
+		t.Logf("seed %d: size %d, reused %d, chunked %d", seed, guided.Size, guided.BytesReused, guided.BytesChunked)
+	}
+}
+
 // TestGuidedUnchangedSkipsChunker checks that an unchanged image is matched
-// by hash: the chunker runs only at the few cuts whose cause the parent
-// does not record (before allocated zeros), not over the image.
+// by hash alone: the chunker never runs, no data blob is saved and the
+// content list adds no page.
 func TestGuidedUnchangedSkipsChunker(t *testing.T) {
 	path := t.TempDir() + "/disk.img"
 	baseImage(t, path)
@@ -191,17 +264,17 @@ func TestGuidedUnchangedSkipsChunker(t *testing.T) {
 	opts := BackupOptions{Params: testParams, SegmentSize: testSegment}
 	parent := backupPath(t, path, m, opts)
 	opts.Parent, opts.ParentLoader = &parent.Content, m
-	saves := m.Stats().Saves
+	blobs := m.Len()
 	res := backupPath(t, path, m, opts)
 
-	if res.BytesChunked > res.Size/20 {
-		t.Errorf("chunker ran over %d of %d bytes of an unchanged image", res.BytesChunked, res.Size)
+	if res.BytesChunked != 0 || res.DataBlobs != 0 {
+		t.Errorf("unchanged image: chunker ran over %d bytes, %d data blobs saved again", res.BytesChunked, res.DataBlobs)
 	}
-	if dataSaves := m.Stats().Saves - saves - int(res.Extents/1000); dataSaves > 0 && res.DataBlobs > 0 {
-		t.Errorf("%d data blobs saved again for an unchanged image", res.DataBlobs)
+	if res.BytesReused+res.BytesZero+res.BytesHoles != res.Size {
+		t.Errorf("reused %d + zeros %d + holes %d bytes of %d", res.BytesReused, res.BytesZero, res.BytesHoles, res.Size)
 	}
-	if res.DataBlobsNew != 0 || res.BytesNew != 0 {
-		t.Errorf("unchanged image added %d blobs (%d bytes)", res.DataBlobsNew, res.BytesNew)
+	if added := m.Len() - blobs; added != 0 || res.TreeAdded != 0 {
+		t.Errorf("unchanged image added %d blobs (%d bytes of pages)", added, res.TreeAdded)
 	}
 	if !reflect.DeepEqual(res.Content, parent.Content) {
 		t.Errorf("unchanged image has a different content root")
@@ -265,5 +338,19 @@ func checkSame(t testing.TB, m *snapshot.MemStore, a, b *BackupResult) {
 	}
 	if !reflect.DeepEqual(a.Content, b.Content) {
 		t.Fatalf("same extents but different content roots")
+	}
+}
+
+// TestZeroWindowCuts checks the splitter property both zero shortcuts rely
+// on, for image and test parameters and several polynomials.
+func TestZeroWindowCuts(t *testing.T) {
+	for _, pol := range []uint64{testPol, 0x2793634EFC8BC7} {
+		for _, p := range []chunk.Params{testParams, imageParams, {Min: 64, Max: 1024, AverageBits: 6}} {
+			p.Polynomial = pol
+			ok, err := zeroWindowCuts(p)
+			if err != nil || !ok {
+				t.Errorf("params %+v: zero windows do not cut (%v)", p, err)
+			}
+		}
 	}
 }

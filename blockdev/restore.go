@@ -54,20 +54,23 @@ type restoreItem struct {
 	done chan struct{} // closed when data and err are set
 }
 
-// Restore writes the image with content list c and length size to t. Data
-// chunks are loaded through l and written by up to opts.Workers tasks in
-// parallel; holes are skipped on files and on devices opened with Sparse,
-// and written as zeros otherwise. The image is hashed in order as it is
-// written and checked against opts.Digest; the target is flushed to stable
-// storage (fsync) before Restore returns. On error the target holds part of
-// the image.
+// Restore writes the image with content list c and length size (the size
+// t was opened for) to t. Data chunks are loaded through l and written by
+// up to opts.Workers tasks in parallel; holes are skipped on files and on
+// devices opened with Sparse, and written as zeros otherwise. With
+// opts.Digest set, the image is hashed in order as it is written and
+// checked against it. The target is flushed to stable storage (fsync)
+// before Restore returns. On error the target holds part of the image.
 func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, size int64, t *Target, opts RestoreOptions) error {
 	r := snapshot.NewContentReader(l, c)
 	if size < 0 || r.Size() != uint64(size) {
 		return fmt.Errorf("restore image: content list covers %d bytes, the image has %d", r.Size(), size)
 	}
-	if size > t.size {
+	switch {
+	case t.device && size > t.size:
 		return fmt.Errorf("%w: %s holds %d bytes, the image has %d", ErrTargetTooSmall, t.name, t.size, size)
+	case !t.device && size != t.size:
+		return fmt.Errorf("restore image: %s was opened for %d bytes, the image has %d", t.name, t.size, size)
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -165,10 +168,14 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 			if it.err != nil {
 				return it.err
 			}
-			if it.e.Hole() {
+			switch {
+			case opts.Digest == "":
+			case it.e.Hole():
 				hashZeros(digest, int64(it.e.Length))
-			} else {
+			default:
 				_, _ = digest.Write(it.data)
+			}
+			if !it.e.Hole() {
 				free <- it.data // never blocks: one slot per buffer taken
 			}
 			progress.BytesDone.Add(it.e.Length)

@@ -176,10 +176,8 @@ func (w *worker) chunkRange(ctx context.Context, seg *segment, cur *cursor, d []
 // A parent data extent of length L is the next chunk of the full run when
 // d's first L bytes hash to its ID, and either L = len(d) (the range ends
 // there, and the parent's chunker found no cut before), or the parent cut
-// at L was decided by content: L = Max, or Min <= L and the parent's next
-// extent is data (a cut at a hole or segment edge is always followed by a
-// hole or lies at a segment edge, which L < len(d) rules out). A cut
-// decided by content depends only on the chunk's bytes, which match.
+// at L was decided by content (see cutByContent). A cut decided by content
+// depends only on the chunk's bytes, which match.
 //
 // A parent hole is taken when it covers all of d and d is all zeros: every
 // chunk of d is then zero, so d becomes one hole whatever the cuts.
@@ -194,15 +192,15 @@ func (w *worker) reuse(seg *segment, cur *cursor, i int, d []byte) uint64 {
 		seg.emit(snapshot.Extent{Length: n})
 		return n
 	}
-	min, max := uint64(w.b.opts.Params.Min), uint64(w.b.opts.Params.Max)
+	minLen, maxLen := uint64(w.b.opts.Params.Min), uint64(w.b.opts.Params.Max)
 	l := p.Length
-	if l > n || l > max {
-		return 0
-	}
-	if l < n && l != max && (l < min || i+1 == len(cur.ext) || cur.ext[i+1].Hole()) {
+	if l > n || l > maxLen {
 		return 0
 	}
 	c := d[:l]
+	if l < n && l != maxLen && (l < minLen || !w.cutByContent(cur, i, c)) {
+		return 0
+	}
 	if id := w.b.hasher.HashChunk(c); id != p.ID || chunk.IsZero(c) {
 		w.miss.off, w.miss.n, w.miss.id = p.start, l, id
 		return 0
@@ -211,6 +209,23 @@ func (w *worker) reuse(seg *segment, cur *cursor, i int, d []byte) uint64 {
 	w.b.progress.BytesReused.Add(l)
 	seg.emit(p.Extent)
 	return l
+}
+
+// cutByContent reports whether the parent's cut at the end of its data
+// extent i, whose bytes c (at least Min of them) the image holds at the same
+// offset, was decided by the chunk's content, so that the full run cuts
+// there too: when the chunk has Max bytes, when it ends with a zero window
+// (zeroWindowCuts), or when the parent's next extent is data. A cut forced
+// by a hole or a segment edge instead is followed by a hole extent, or lies
+// at a segment edge, which the caller has ruled out.
+func (w *worker) cutByContent(cur *cursor, i int, c []byte) bool {
+	switch {
+	case uint(len(c)) == w.b.opts.Params.Max:
+		return true
+	case w.b.zeroCuts && chunk.IsZero(c[len(c)-chunkerWindow:]):
+		return true
+	}
+	return i+1 < len(cur.ext) && !cur.ext[i+1].Hole()
 }
 
 // cdc runs the chunker over d, which starts at image offset start at a cut
@@ -242,7 +257,7 @@ func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, d []byte, s
 		if pos == uint64(len(d)) {
 			return pos, nil
 		}
-		if i = cur.at(start + pos); i >= 0 || w.zeroRun(d[pos:]) > 0 {
+		if i = cur.at(start + pos); i >= 0 || w.zeroBlock(d[pos:]) {
 			return pos, nil
 		}
 	}
@@ -256,15 +271,18 @@ func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, d []byte, s
 // a chunk that starts with Min zero bytes ends right there. Backup checks
 // this on the splitter in use (zeroCuts) and runs it when it does not hold.
 func (w *worker) zeroRun(d []byte) uint64 {
-	if !w.b.zeroCuts {
-		return 0
-	}
-	m := int(w.b.opts.Params.Min)
 	n := 0
-	for n+m <= len(d) && chunk.IsZero(d[n:n+m]) {
-		n += m
+	for w.zeroBlock(d[n:]) {
+		n += int(w.b.opts.Params.Min)
 	}
 	return uint64(n)
+}
+
+// zeroBlock reports whether d starts with Min zero bytes that zeroRun
+// would cut as one chunk.
+func (w *worker) zeroBlock(d []byte) bool {
+	m := int(w.b.opts.Params.Min)
+	return w.b.zeroCuts && m <= len(d) && chunk.IsZero(d[:m])
 }
 
 // emitChunk emits one chunk at image offset off found by the chunker: a
