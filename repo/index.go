@@ -85,6 +85,7 @@ func (f *indexFiles) reset() {
 // file twice is harmless, and so is a pack listed by several files (as a
 // prune that was interrupted leaves): a blob keeps its first location.
 func (r *Repository) LoadIndex(ctx context.Context) error {
+	r.indexLoaded.Store(true)
 	names, err := r.listIndexFiles(ctx)
 	if err != nil {
 		return err
@@ -182,6 +183,10 @@ func (r *Repository) RefreshIndex(ctx context.Context) (rebuilt bool, err error)
 	r.idxFiles.reset()
 	return true, r.loadIndexFiles(ctx, names)
 }
+
+// IndexLoaded reports whether the index files were loaded (Open without
+// OpenOptions.NoIndex, or LoadIndex); RefreshIndex only makes sense then.
+func (r *Repository) IndexLoaded() bool { return r.indexLoaded.Load() }
 
 // saveIndexFile writes an index file listing packs and returns its name.
 func (r *Repository) saveIndexFile(ctx context.Context, packs []index.PackBlobs) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imagobackup/imago/chunk"
@@ -48,6 +49,12 @@ type OpenOptions struct {
 	NoIndex bool
 	// Now is the clock used for locks; nil means time.Now.
 	Now func() time.Time
+	// WrapBackend, if set, is called once the config is open (so the
+	// repository ID is known) and before the index is loaded; the
+	// repository then uses the backend it returns for everything. The
+	// command line wraps remote backends in a local cache keyed by
+	// cfg.ID this way.
+	WrapBackend func(cfg Config, be backend.Backend) backend.Backend
 }
 
 // Repository is an open repository. All methods are safe for concurrent use,
@@ -62,6 +69,8 @@ type Repository struct {
 	now    func() time.Time
 	stats  counters
 
+	// indexLoaded is set once LoadIndex has run.
+	indexLoaded atomic.Bool
 	// idxFiles lists the index files idx was built from.
 	idxFiles indexFiles
 
@@ -176,6 +185,9 @@ func Open(ctx context.Context, be backend.Backend, password string, opts OpenOpt
 			// master key; keep looking before blaming the config.
 			configErr = fmt.Errorf("repo: open %s: config: %w", be.Location(), err)
 			continue
+		}
+		if opts.WrapBackend != nil {
+			be = opts.WrapBackend(cfg, be)
 		}
 		r := newRepository(be, key, name, cfg, opts.Now)
 		if !opts.NoIndex {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -218,6 +219,10 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 		return nil, err
 	}
 	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{})
+	// The key derivation's buffer (crypto.DefaultKDF: 32 MiB) is garbage
+	// now; give it back to the OS before the command's own work, so that
+	// it does not add to the command's peak memory.
+	debug.FreeOSMemory()
 	if err != nil {
 		be.Close()
 		if errors.Is(err, repo.ErrNoRepository) {
@@ -255,12 +260,24 @@ func (g *globalOptions) lockRepository(ctx context.Context, r *repo.Repository, 
 	if err != nil {
 		return nil, err
 	}
-	return func() {
+	unlock := func() {
 		// Unlock with a fresh context: the command's may be cancelled.
 		uctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := l.Unlock(uctx); err != nil {
 			g.warnf("warning: remove lock: %v\n", err)
 		}
-	}, nil
+	}
+	// A prune may have finished between loading the index (at Open) and
+	// taking the lock, removing packs the index still lists: bring the index
+	// up to date so that nothing is looked up in, or deduplicated against, a
+	// pack that may be gone. No prune can start its final step while the
+	// lock is held.
+	if r.IndexLoaded() {
+		if _, err := r.RefreshIndex(ctx); err != nil {
+			unlock()
+			return nil, err
+		}
+	}
+	return unlock, nil
 }
