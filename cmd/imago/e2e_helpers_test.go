@@ -143,3 +143,5 @@ func dirSize(t *testing.T, dir string) int64 {
 	}
 	return n
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

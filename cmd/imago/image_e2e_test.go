@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -235,7 +234,5 @@ func TestImageBackupKilled(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "r.img")
 	e.mustRun("restore", "latest", "--target", target)
 	assertSameFile(t, img, target)
-	if strings.Contains(e.run("check").stderr, "error") {
-		t.Errorf("check after killed backups: %s", e.run("check").stderr)
-	}
+	e.mustRun("check")
 }
