@@ -207,6 +207,12 @@ func openConfig(k *crypto.Key, sealed []byte) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %w", errConfigUnauthenticated, err)
 	}
+	return decodeConfig(plain)
+}
+
+// decodeConfig strictly decodes and validates a config's plaintext JSON:
+// unknown fields, trailing data and invalid values are errors.
+func decodeConfig(plain []byte) (Config, error) {
 	dec := json.NewDecoder(bytes.NewReader(plain))
 	dec.DisallowUnknownFields()
 	var c Config
