@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Installs what `make test` needs on a fresh Debian machine, idempotently.
-# Today that is only the Go toolchain's module download; later issues add
-# e2fsprogs, OpenSSH's sshd and an S3 server here.
+# Installs what `make test` needs on a fresh Debian machine, idempotently:
+# Debian packages for the real servers and tools the tests drive, the Go
+# modules, and the S3 test server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 for tool in mkfs.ext4 debugfs; do
 	command -v "$tool" >/dev/null 2>&1 || need+=(e2fsprogs)
 done
+# OpenSSH's sshd serves the SFTP backend's tests on 127.0.0.1.
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# nbdinfo and nbdcopy are the real NBD clients of the `serve nbd` tests;
+# fusermount3 mounts the `mount` tests' FUSE file systems.
+command -v nbdcopy >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 go mod download
+# versitygw serves the S3 backend's tests on 127.0.0.1 (built once, cached).
+./scripts/install-s3-server.sh
