@@ -18,6 +18,8 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	var compression string
 	var packSizeMiB int
 	var imageChunker, imageChunkAvg string
+	var copyChunker bool
+	var from fromRepoOptions
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -39,6 +41,21 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var pol uint64
+			if copyChunker {
+				if cmd.Flags().Changed("image-chunker") || cmd.Flags().Changed("image-chunk-avg") {
+					return errors.New("--copy-chunker-params takes the image chunker from the source: drop --image-chunker and --image-chunk-avg")
+				}
+				src, err := from.open(ctx, g, true)
+				if err != nil {
+					return err
+				}
+				sc := src.Config()
+				src.Close()
+				pol, ic = uint64(sc.Polynomial), &sc.ImageChunker
+			} else if cmd.Flags().Changed("from-repo") {
+				return errors.New("--from-repo is used with --copy-chunker-params only")
+			}
 			pw, err := g.readNewPassword()
 			if err != nil {
 				return err
@@ -55,7 +72,7 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 			}
 			r, err := repo.Init(ctx, be, pw, repo.InitOptions{
 				KDF: kdfParams(), Compression: level, PackSize: packSizeMiB << 20,
-				Host: host, Username: username, ImageChunker: ic,
+				Host: host, Username: username, ImageChunker: ic, Polynomial: pol,
 			})
 			if errors.Is(err, repo.ErrAlreadyInitialized) {
 				return fmt.Errorf("repository %s already exists", loc)
@@ -75,6 +92,8 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
 	cmd.Flags().StringVar(&imageChunker, "image-chunker", "cdc", "how disk images are cut: cdc (content-defined) or fixed")
 	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "", "average image chunk `size`, a power of two (e.g. 64KiB; default: built-in)")
+	cmd.Flags().BoolVar(&copyChunker, "copy-chunker-params", false, "cut data like the --from-repo repository, so that snapshots copied from it deduplicate")
+	from.addFlags(cmd.Flags())
 	return cmd
 }
 

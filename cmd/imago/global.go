@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -16,9 +17,13 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/imagobackup/imago/chunk"
+	"github.com/imagobackup/imago/index"
+	"github.com/imagobackup/imago/pack"
 	"github.com/imagobackup/imago/repo"
 	"github.com/imagobackup/imago/repo/backend"
-	"github.com/imagobackup/imago/repo/backend/local"
+	"github.com/imagobackup/imago/repo/backend/cache"
+	"github.com/imagobackup/imago/repo/backend/location"
 	"github.com/imagobackup/imago/repo/crypto"
 )
 
@@ -64,6 +69,7 @@ costs only what changed since the last one.`,
 	f.CountVarP(&g.verbose, "verbose", "v", "print more (repeat for even more)")
 	f.StringVar(&g.cacheDir, "cache-dir", os.Getenv("IMAGO_CACHE_DIR"), "local cache `directory` for remote repositories (env IMAGO_CACHE_DIR)")
 	f.BoolVar(&g.noCache, "no-cache", false, "do not use a local cache")
+	f.StringArrayVarP(&backendOptions, "option", "o", nil, "backend option `key=value`, e.g. s3.region=eu-west-1 or sftp.connections=8 (repeatable)")
 	f.BoolVar(&g.noLock, "no-lock", false, "do not lock the repository (read-only commands only)")
 	f.DurationVar(&g.retryLock, "retry-lock", 0, "wait up to `duration` for a locked repository")
 
@@ -125,22 +131,101 @@ func (g *globalOptions) location() (string, error) {
 	return g.repo, nil
 }
 
-// openBackend opens the backend at the repository location. With create,
-// the location is created when missing.
-func openBackend(location string, create bool) (backend.Backend, error) {
-	path := strings.TrimPrefix(location, "local:")
-	switch {
-	case strings.HasPrefix(location, "sftp:"), strings.HasPrefix(location, "s3:"):
-		return nil, fmt.Errorf("repository %s: remote backends are not available in this build", location)
+// backendOptions holds the -o key=value flags, in the order given.
+var backendOptions []string
+
+// parseBackendOptions turns the -o flags into a map; a key given twice
+// keeps its last value.
+func parseBackendOptions(opts []string) (map[string]string, error) {
+	m := make(map[string]string, len(opts))
+	for _, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("option %q: want key=value (known keys: %s)", o, strings.Join(location.Options, ", "))
+		}
+		m[k] = v
 	}
-	if create {
-		return local.Create(path)
+	return m, nil
+}
+
+// openBackend opens the backend at the repository location (a path,
+// local:PATH, sftp:… or s3:…) with the -o options; remote backends retry
+// transient errors. With create, the location is created when missing. A
+// location that does not exist gives an error wrapping
+// repo.ErrNoRepository.
+func openBackend(loc string, create bool) (backend.Backend, error) {
+	opts, err := parseBackendOptions(backendOptions)
+	if err != nil {
+		return nil, err
 	}
-	be, err := local.Open(path)
+	// Remote backends bound their own connection attempts (sftp: 15 s,
+	// s3: 10 s per dial), so no deadline is needed here.
+	be, err := location.Open(context.Background(), loc, opts, create)
 	if errors.Is(err, backend.ErrNotExist) {
-		return nil, fmt.Errorf("repository %s does not exist: %w", location, repo.ErrNoRepository)
+		return nil, fmt.Errorf("repository %s does not exist: %w (%w)", loc, repo.ErrNoRepository, err)
 	}
 	return be, err
+}
+
+// cacheWrapper returns the repo.OpenOptions.WrapBackend that puts the
+// backend of a remote repository at loc behind a local cache in
+// <cache folder>/<repository ID>, or nil with --no-cache or for a local
+// repository (which needs none). The cache folder is --cache-dir
+// (IMAGO_CACHE_DIR), else imago/ in the user's cache folder.
+func (g *globalOptions) cacheWrapper(loc string) func(repo.Config, backend.Backend) backend.Backend {
+	if scheme, _, err := location.Parse(loc); g.noCache || err != nil || scheme == location.Local {
+		return nil
+	}
+	base := g.cacheDir
+	if base == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			g.warnf("warning: no cache: %v\n", err)
+			return nil
+		}
+		base = filepath.Join(dir, "imago")
+	}
+	return func(cfg repo.Config, be backend.Backend) backend.Backend {
+		if err := os.MkdirAll(base, 0o700); err != nil {
+			g.warnf("warning: no cache: %v\n", err)
+			return be
+		}
+		writeCacheDirTag(base)
+		dir := filepath.Join(base, cfg.ID)
+		g.verbosef(2, "cache: %s\n", dir)
+		return cache.New(be, dir)
+	}
+}
+
+// writeCacheDirTag marks dir as a cache (https://bford.info/cachedir/), so
+// that backup tools, imago included with its exclusion rules, can skip it.
+func writeCacheDirTag(dir string) {
+	p := filepath.Join(dir, "CACHEDIR.TAG")
+	if _, err := os.Stat(p); err == nil {
+		return
+	}
+	_ = os.WriteFile(p, []byte("Signature: 8a477f597d28d172789f06886806bc55\n# This folder is imago's cache of remote repositories.\n"), 0o600)
+}
+
+// announceTreePacks tells r's cache, if it has one, which packs hold tree
+// blobs, so that it copies those (and no data pack) and drops copies of
+// packs no longer listed.
+func announceTreePacks(r *repo.Repository) {
+	c, ok := r.Backend().(*cache.Cache)
+	if !ok {
+		return
+	}
+	seen := make(map[pack.ID]struct{})
+	var names []string
+	r.Index().Each(func(h chunk.Handle, loc index.Location) bool {
+		if _, dup := seen[loc.Pack]; h.Kind == chunk.KindTree && !dup {
+			seen[loc.Pack] = struct{}{}
+			names = append(names, loc.Pack.String())
+		}
+		return true
+	})
+	c.SetPacks(names)
 }
 
 // readPassword finds the password: IMAGO_PASSWORD, --password-file,
@@ -218,7 +303,7 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 		be.Close()
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{})
+	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{WrapBackend: g.cacheWrapper(loc)})
 	// The key derivation's buffer (crypto.DefaultKDF: 32 MiB) is garbage
 	// now; give it back to the OS before the command's own work, so that
 	// it does not add to the command's peak memory.
@@ -230,6 +315,7 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 		}
 		return nil, err
 	}
+	announceTreePacks(r)
 	return r, nil
 }
 
