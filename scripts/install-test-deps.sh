@@ -14,6 +14,12 @@ done
 # fusermount3 mounts the `mount` tests' FUSE file systems.
 command -v nbdcopy >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+# The tests of files inside images make partition tables and file systems:
+# sgdisk (gdisk), sfdisk (fdisk), mkfs.vfat (dosfstools), mcopy and mattrib
+# (mtools), mkntfs (ntfs-3g).
+for t in sgdisk:gdisk sfdisk:fdisk mkfs.vfat:dosfstools mcopy:mtools mkntfs:ntfs-3g; do
+	command -v "${t%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${t%%:*}" ] || need+=("${t#*:}")
+done
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi

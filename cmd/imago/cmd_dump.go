@@ -14,12 +14,16 @@ import (
 
 func newDumpCommand(g *globalOptions) *cobra.Command {
 	var f snapshotFilter
+	var inside bool
 	cmd := &cobra.Command{
 		Use:   "dump SNAPSHOT [PATH]",
 		Short: "Write a file (a directory as tar, an image snapshot as the raw image) to stdout",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if inside {
+				return runDumpInside(ctx, g, &f, args)
+			}
 			r, err := g.openRepository(ctx)
 			if err != nil {
 				return err
@@ -56,5 +60,6 @@ func newDumpCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	f.addFlags(cmd.Flags())
+	cmd.Flags().BoolVar(&inside, "inside", false, "image snapshots: PATH is a file [PARTITION:]PATH inside the image's file systems")
 	return cmd
 }

@@ -68,7 +68,7 @@ func fileMode(n *snapshot.Node) fs.FileMode {
 
 func newLsCommand(g *globalOptions) *cobra.Command {
 	var f snapshotFilter
-	var long bool
+	var long, inside bool
 	cmd := &cobra.Command{
 		Use:   "ls SNAPSHOT [PATH]",
 		Short: "List files in a snapshot",
@@ -76,6 +76,9 @@ func newLsCommand(g *globalOptions) *cobra.Command {
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if inside {
+				return runLsInside(ctx, g, &f, args)
+			}
 			r, err := g.openRepository(ctx)
 			if err != nil {
 				return err
@@ -145,5 +148,6 @@ func newLsCommand(g *globalOptions) *cobra.Command {
 	}
 	f.addFlags(cmd.Flags())
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "long listing: mode, owner, size, time")
+	cmd.Flags().BoolVar(&inside, "inside", false, "image snapshots: list PATH as [PARTITION:]PATH inside the image's file systems (no PATH: the partitions)")
 	return cmd
 }

@@ -15,6 +15,7 @@ func newRestoreCommand(g *globalOptions) *cobra.Command {
 	var target string
 	var includes []string
 	var verify, sparse bool
+	var inside string
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --target DIR|FILE|DEVICE",
 		Short: "Restore a snapshot",
@@ -27,6 +28,9 @@ it is written under its recorded name. The whole-image digest is verified.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if inside != "" {
+				return runRestoreInside(ctx, g, &f, args[0], inside, target)
+			}
 			if target == "" {
 				return fmt.Errorf("restore needs --target")
 			}
@@ -93,6 +97,7 @@ it is written under its recorded name. The whole-image digest is verified.`,
 	cmd.Flags().StringVarP(&target, "target", "t", "", "restore into `directory`")
 	cmd.Flags().StringArrayVarP(&includes, "include", "i", nil, "restore only paths matching `pattern` (repeatable)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "read restored files back and compare them with the snapshot")
+	cmd.Flags().StringVar(&inside, "inside", "", "image snapshots: restore the file or directory `[PARTITION:]PATH` inside the image into the target")
 	cmd.Flags().BoolVar(&sparse, "sparse", false, "image to a device: skip holes (only if the device reads zeros where nothing was written)")
 	return cmd
 }
