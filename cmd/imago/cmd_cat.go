@@ -24,16 +24,11 @@ structure. IDs may be unique prefixes; "snapshot latest" works too.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			what, id := args[0], ""
 			if len(args) == 2 {
 				id = args[1]

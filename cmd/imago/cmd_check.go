@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -49,7 +48,7 @@ anything is damaged.`,
 				}
 				opts.ReadData, opts.Subset = true, s
 			}
-			r, err := g.openRepositoryNoIndex(ctx)
+			r, err := g.openRepositoryWith(ctx, true)
 			if err != nil {
 				return err
 			}
@@ -177,32 +176,4 @@ func walkSnapshot(ctx context.Context, r *repo.Repository, name string, u *repo.
 	return snapshot.Blobs(ctx, r, s.Tree,
 		func(h chunk.Handle) bool { return u.Mark(name, h) },
 		func(chunk.Handle) error { return nil })
-}
-
-// openRepositoryNoIndex opens the repository like openRepository, but
-// without loading the index files: check and repair load them themselves,
-// and must work when some are damaged.
-func (g *globalOptions) openRepositoryNoIndex(ctx context.Context) (*repo.Repository, error) {
-	loc, err := g.location()
-	if err != nil {
-		return nil, err
-	}
-	be, err := openBackend(loc, false)
-	if err != nil {
-		return nil, err
-	}
-	pw, err := g.readPassword("enter password for repository: ")
-	if err != nil {
-		be.Close()
-		return nil, err
-	}
-	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{NoIndex: true})
-	if err != nil {
-		be.Close()
-		if errors.Is(err, repo.ErrNoRepository) {
-			return nil, fmt.Errorf("repository %s does not exist: %w", loc, err)
-		}
-		return nil, err
-	}
-	return r, nil
 }

@@ -54,16 +54,11 @@ change are not read, so the cost follows the size of the change.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			var snaps [2]storedSnapshot
 			for i, arg := range args {
 				if snaps[i], err = findSnapshot(ctx, r, &f, arg); err != nil {

@@ -24,16 +24,11 @@ func newDumpCommand(g *globalOptions) *cobra.Command {
 			if inside {
 				return runDumpInside(ctx, g, &f, args)
 			}
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			s, err := findSnapshot(ctx, r, &f, args[0])
 			if err != nil {
 				return err

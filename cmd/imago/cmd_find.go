@@ -49,16 +49,11 @@ are printed as PARTITION:PATH.`,
 			if _, err := path.Match(pattern, ""); err != nil {
 				return fmt.Errorf("pattern %q: %w", pattern, err)
 			}
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			var snaps []storedSnapshot
 			if len(args) > 1 {
 				for _, a := range args[1:] {

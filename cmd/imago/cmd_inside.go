@@ -109,16 +109,11 @@ func insideErr(part diskfs.Partition, p string, err error) error {
 // snapshot and runs fn. With IMAGO_DEBUG_STATS=1 it reports the bytes
 // fetched from the repository to stderr at the end (tests count them).
 func (g *globalOptions) withInsideSnapshot(ctx context.Context, f *snapshotFilter, arg string, fn func(*repo.Repository, storedSnapshot) error) error {
-	r, err := g.openRepository(ctx)
+	r, release, err := g.openShared(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := g.lockRepository(ctx, r, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer release()
 	if os.Getenv("IMAGO_DEBUG_STATS") == "1" {
 		defer func() { g.warnf("debug: repository bytes downloaded: %d\n", r.Stats().BytesDownloaded) }()
 	}

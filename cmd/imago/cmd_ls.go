@@ -79,16 +79,11 @@ func newLsCommand(g *globalOptions) *cobra.Command {
 			if inside {
 				return runLsInside(ctx, g, &f, args)
 			}
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			s, err := findSnapshot(ctx, r, &f, args[0])
 			if err != nil {
 				return err

@@ -54,16 +54,11 @@ func runMount(ctx context.Context, g *globalOptions, f *snapshotFilter, dir stri
 	} else if !fi.IsDir() {
 		return fmt.Errorf("mount: %s is not a directory", dir)
 	}
-	r, err := g.openRepository(ctx)
+	r, release, err := g.openShared(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := g.lockRepository(ctx, r, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer release()
 	stored, err := loadSnapshots(ctx, r, f)
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ takes an exclusive lock.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			r, err := g.openRepositoryNoIndex(ctx)
+			r, err := g.openRepositoryWith(ctx, true)
 			if err != nil {
 				return err
 			}

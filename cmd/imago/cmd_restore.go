@@ -42,16 +42,11 @@ it is written under its recorded name. The whole-image digest is verified.`,
 				}
 				incl = m
 			}
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			s, err := findSnapshot(ctx, r, &f, args[0])
 			if err != nil {
 				return err

@@ -60,16 +60,11 @@ where the last run stopped; it is refused for another snapshot.`,
 }
 
 func runServeNBD(ctx context.Context, g *globalOptions, o *serveNBDOptions, arg string) error {
-	r, err := g.openRepository(ctx)
+	r, release, err := g.openShared(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := g.lockRepository(ctx, r, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer release()
 	s, err := findSnapshot(ctx, r, &o.filter, arg)
 	if err != nil {
 		return err

@@ -72,16 +72,11 @@ bytes). With snapshots, show what restoring each would produce: files,
 directories and bytes.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			r, err := g.openRepository(ctx)
+			r, release, err := g.openShared(ctx)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := g.lockRepository(ctx, r, false)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer release()
 			if len(args) > 0 {
 				return snapshotStats(ctx, g, r, &f, args)
 			}

@@ -290,6 +290,13 @@ func kdfParams() crypto.KDFParams {
 
 // openRepository opens the repository named by the global flags.
 func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, error) {
+	return g.openRepositoryWith(ctx, false)
+}
+
+// openRepositoryWith opens the repository; with noIndex it loads no index
+// files (check and repair load them themselves and must work when some are
+// damaged) and uses no cache (check must see what the storage holds).
+func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*repo.Repository, error) {
 	loc, err := g.location()
 	if err != nil {
 		return nil, err
@@ -303,7 +310,11 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 		be.Close()
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{WrapBackend: g.cacheWrapper(loc)})
+	opts := repo.OpenOptions{NoIndex: noIndex}
+	if !noIndex {
+		opts.WrapBackend = g.cacheWrapper(loc)
+	}
+	r, err := repo.Open(ctx, be, pw, opts)
 	// The key derivation's buffer (crypto.DefaultKDF: 32 MiB) is garbage
 	// now; give it back to the OS before the command's own work, so that
 	// it does not add to the command's peak memory.
@@ -315,8 +326,28 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 		}
 		return nil, err
 	}
-	announceTreePacks(r)
+	if !noIndex {
+		announceTreePacks(r)
+	}
 	return r, nil
+}
+
+// openShared opens the repository and takes a shared lock, for commands
+// that only read. release unlocks and closes the repository.
+func (g *globalOptions) openShared(ctx context.Context) (r *repo.Repository, release func(), err error) {
+	r, err = g.openRepository(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock, err := g.lockRepository(ctx, r, false)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	return r, func() {
+		unlock()
+		r.Close()
+	}, nil
 }
 
 // backupLockWait is how long a backup waits, unless --retry-lock says
