@@ -90,8 +90,8 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&compression, "compression", "default", "compression `level`: off, fastest, default, better")
 	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
-	cmd.Flags().StringVar(&imageChunker, "image-chunker", "cdc", "how disk images are cut: cdc (content-defined) or fixed")
-	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "", "average image chunk `size`, a power of two (e.g. 64KiB; default: built-in)")
+	cmd.Flags().StringVar(&imageChunker, "image-chunker", "fixed", "how disk images are cut: fixed or cdc (content-defined)")
+	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "16KiB", "(average) image chunk `size`, a power of two: smaller stores less per night but needs more memory for the index")
 	cmd.Flags().BoolVar(&copyChunker, "copy-chunker-params", false, "cut data like the --from-repo repository, so that snapshots copied from it deduplicate")
 	from.addFlags(cmd.Flags())
 	return cmd
@@ -102,16 +102,12 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 // A/2 (the chunker's expected chunk is minimum + 2^bits = A), maximum 4A.
 // fixed cuts every A bytes (minimum = maximum = A).
 func imageChunkerSizes(kind, avg string) (*repo.ChunkerSizes, error) {
-	if avg == "" && kind == "cdc" {
-		return nil, nil
+	a, err := parseSize(avg)
+	if err != nil {
+		return nil, fmt.Errorf("--image-chunk-avg: %w", err)
 	}
-	a := int64(repo.ImageChunker.Min) * 2
-	if avg != "" {
-		v, err := parseSize(avg)
-		if err != nil {
-			return nil, fmt.Errorf("--image-chunk-avg: %w", err)
-		}
-		a = v
+	if kind == "fixed" && uint(a) == repo.ImageChunker.Min && repo.ImageChunker.Min == repo.ImageChunker.Max {
+		return nil, nil // the built-in default
 	}
 	if a < 4<<10 || a > 2<<20 || a&(a-1) != 0 {
 		return nil, fmt.Errorf("--image-chunk-avg must be a power of two between 4KiB and 2MiB")
