@@ -38,7 +38,7 @@ func newFindCommand(g *globalOptions) *cobra.Command {
 a pattern holding a slash is matched against the whole path) in the given
 snapshots, or in every snapshot matching the filters, oldest first.
 
-With --inside, the file systems inside image snapshots (ext2/3/4 and FAT on
+With --inside, the file systems inside image snapshots (ext2/3/4, FAT and NTFS on
 any MBR or GPT partition) are searched instead, read straight from the
 snapshot without restoring it: which night's disk still had the file? Paths
 are printed as PARTITION:PATH.`,

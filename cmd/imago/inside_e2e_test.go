@@ -368,3 +368,102 @@ func TestInsideBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestInsideNTFSImage backs up a GPT disk whose partition 1 holds NTFS
+// (made with mkntfs and filled through an ntfs-3g FUSE mount, since
+// ntfs-3g's userspace tools cannot make directories), then restores and
+// dumps files from inside the snapshot.
+func TestInsideNTFSImage(t *testing.T) {
+	insideTool(t, "mkntfs")
+	insideTool(t, "ntfs-3g")
+	base := time.Date(2024, 2, 3, 4, 5, 6, 789012300, time.UTC) // NTFS keeps 100 ns
+	src := t.TempDir()
+	docs := filepath.Join(src, "Users", "Ann", "Docs")
+	insideWrite(t, filepath.Join(docs, "report.txt"), []byte("quarterly numbers\n"), 0o644, base)
+	insideWrite(t, filepath.Join(docs, "big.bin"), insideRand(300<<10+7, 41), 0o644, base.Add(time.Hour))
+	insideWrite(t, filepath.Join(docs, "Grüße ☃.txt"), []byte("unicode name"), 0o644, base.Add(2*time.Hour))
+	insideWrite(t, filepath.Join(docs, "sub", "deep.txt"), []byte("deep\n"), 0o644, base)
+	for _, d := range []string{filepath.Join(docs, "sub"), docs} {
+		os.Chtimes(d, base, base)
+	}
+
+	dir := t.TempDir()
+	vol := filepath.Join(dir, "ntfs.img")
+	f, _ := os.Create(vol)
+	f.Truncate(24 << 20)
+	f.Close()
+	insideSh(t, nil, "mkntfs", "-F", "-f", "-Q", "-L", "WINDATA", vol)
+	mnt := t.TempDir()
+	insideSh(t, nil, "ntfs-3g", vol, mnt)
+	mounted := true
+	unmount := func() {
+		if mounted {
+			insideSh(t, nil, "umount", mnt)
+			mounted = false
+		}
+	}
+	t.Cleanup(unmount)
+	var dirs []string
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		out := filepath.Join(mnt, rel)
+		if d.IsDir() {
+			dirs = append(dirs, rel)
+			return os.MkdirAll(out, 0o755)
+		}
+		b, _ := os.ReadFile(p)
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			return err
+		}
+		fi, _ := os.Stat(p)
+		return os.Chtimes(out, fi.ModTime(), fi.ModTime())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		fi, _ := os.Stat(filepath.Join(src, dirs[i]))
+		os.Chtimes(filepath.Join(mnt, dirs[i]), fi.ModTime(), fi.ModTime())
+	}
+	unmount()
+
+	img := filepath.Join(dir, "disk.img")
+	f, _ = os.Create(img)
+	f.Truncate(64 << 20)
+	f.Close()
+	insideSh(t, nil, "sgdisk", "-n", "1:2048:+24M", "-t", "1:0700", "-c", "1:windata", img)
+	insideCopyAt(t, img, vol, 1<<20)
+
+	e := newEnv(t)
+	snap := e.backupJSON("--image", img)["snapshot_id"].(string)
+
+	if out := e.mustRun("ls", snap, "--inside").stdout; !strings.Contains(out, "ntfs") || !strings.Contains(out, "WINDATA") {
+		t.Errorf("ls --inside lacks ntfs and its label:\n%s", out)
+	}
+	target := t.TempDir()
+	e.mustRun("restore", snap, "--inside", "1:/Users/Ann/Docs", "--target", target)
+	n := 0
+	filepath.WalkDir(docs, func(p string, d fs.DirEntry, err error) error {
+		rel, _ := filepath.Rel(docs, p)
+		sameFile(t, filepath.Join(target, "Docs", rel), p, 100*time.Nanosecond)
+		n++
+		return nil
+	})
+	if n != 6 {
+		t.Errorf("compared %d entries", n)
+	}
+	for in, orig := range map[string]string{
+		"1:/Users/Ann/Docs/big.bin":      filepath.Join(docs, "big.bin"),
+		"1:/Users/Ann/Docs/sub/deep.txt": filepath.Join(docs, "sub", "deep.txt"),
+		"1:/users/ann/docs/REPORT.TXT":   filepath.Join(docs, "report.txt"), // case-insensitive, as on Windows
+	} {
+		got := e.mustRun("dump", snap, "--inside", in).stdout
+		want, _ := os.ReadFile(orig)
+		if got != string(want) {
+			t.Errorf("dump --inside %s: %d bytes, want the original's %d", in, len(got), len(want))
+		}
+	}
+}

@@ -7,11 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/imagobackup/imago/repo"
+	"github.com/imagobackup/imago/repo/backend/s3"
+	"github.com/imagobackup/imago/repo/backend/sftp"
 )
 
 // Exit codes, documented in the README; scripts rely on them.
@@ -22,6 +25,8 @@ const (
 	exitNoRepo      = 10 // the repository does not exist
 	exitWrongPass   = 11 // no key file opens with the password
 	exitLocked      = 12 // the repository is locked by another process
+	exitUnreachable = 13 // the repository's storage cannot be reached (host down, port closed, timeout)
+	exitRefused     = 14 // the storage refused access (key, credentials, host key, permission)
 	exitInterrupted = 130
 )
 
@@ -62,8 +67,27 @@ func exitCode(ctx context.Context, err error) int {
 		return exitWrongPass
 	case errors.Is(err, repo.ErrLocked):
 		return exitLocked
+	case errors.Is(err, sftp.ErrUnreachable), errors.Is(err, s3.ErrUnreachable):
+		return exitUnreachable
+	case errors.Is(err, sftp.ErrAuth), errors.Is(err, sftp.ErrUnknownHost), errors.Is(err, sftp.ErrHostKeyMismatch),
+		errors.Is(err, s3.ErrAuth), errors.Is(err, s3.ErrPermission), remotePermission(err):
+		return exitRefused
 	case ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return exitInterrupted
 	}
 	return exitError
+}
+
+// remotePermission reports whether err is a permission refusal answered by
+// a storage server (an SFTP server's SSH_FX_PERMISSION_DENIED, which
+// pkg/sftp turns into a bare fs.ErrPermission). A refusal of a local
+// system call carries the file it was about (*fs.PathError, *os.LinkError,
+// *os.SyscallError) and is not taken for one: a restore target, a password
+// file or a local repository folder that may not be written is exit 1, not
+// a refused storage.
+func remotePermission(err error) bool {
+	var pe *fs.PathError
+	var le *os.LinkError
+	var se *os.SyscallError
+	return errors.Is(err, fs.ErrPermission) && !errors.As(err, &pe) && !errors.As(err, &le) && !errors.As(err, &se)
 }

@@ -65,12 +65,13 @@ type File interface {
 // starts at its root); the last element is not followed by Stat and ReadDir
 // of a symlink is an error. Implementations are safe for concurrent use.
 type FS interface {
-	// Type returns "ext2", "ext3", "ext4", "fat12", "fat16" or "fat32".
+	// Type returns "ext2", "ext3", "ext4", "fat12", "fat16", "fat32" or "ntfs".
 	Type() string
 	// Label returns the volume label ("" when none).
 	Label() string
 	// Warning returns a note about the file system state the reader should
-	// see, or "" (an ext4 journal left unreplayed by an unclean shutdown).
+	// see, or "" (an ext4 journal left unreplayed by an unclean shutdown,
+	// an NTFS volume marked dirty).
 	Warning() string
 	// Stat describes the file at path.
 	Stat(path string) (Entry, error)
@@ -215,8 +216,9 @@ func (f *fsys) resolve(p string, followLast bool) (ref, string, error) {
 				break
 			}
 		}
-		if next == nil && strings.HasPrefix(f.d.typ(), "fat") {
-			// FAT names are case-insensitive.
+		if next == nil && (strings.HasPrefix(f.d.typ(), "fat") || f.d.typ() == "ntfs") {
+			// FAT names are case-insensitive, and so are NTFS names
+			// as Windows looks them up.
 			for i := range kids {
 				if strings.EqualFold(kids[i].name, name) {
 					next = &kids[i]
@@ -284,6 +286,8 @@ func OpenFS(r io.ReaderAt, p Partition) (FS, error) {
 		d, err = openExt(sr, p.Size)
 	case "fat12", "fat16", "fat32":
 		d, err = openFAT(sr, p.Size)
+	case "ntfs":
+		d, err = openNTFS(sr, p.Size)
 	case "":
 		return nil, fmt.Errorf("%s: %w (%s)", partName(p), ErrUnknownFilesystem, describeUnknown(sr))
 	default:
@@ -303,8 +307,8 @@ func partName(p Partition) string {
 }
 
 // Detect returns the file system found at the start of r (size bytes):
-// "ext2", "ext3", "ext4", "fat12", "fat16", "fat32" (readable), the name of
-// a recognised but unreadable one ("ntfs", "exfat", "xfs", "btrfs", "swap",
+// "ext2", "ext3", "ext4", "fat12", "fat16", "fat32", "ntfs" (readable), the
+// name of a recognised but unreadable one ("exfat", "xfs", "btrfs", "swap",
 // "LUKS", "LVM2", "squashfs", "iso9660"), or "" when nothing is recognised.
 func Detect(r io.ReaderAt, size int64) (string, error) {
 	head := make([]byte, min(size, 68<<10))

@@ -36,7 +36,7 @@ func (im *Image) Probe(p Partition) (string, error) {
 // Readable reports whether kind (from Detect) is a file system OpenFS reads.
 func Readable(kind string) bool {
 	switch kind {
-	case "ext2", "ext3", "ext4", "fat12", "fat16", "fat32":
+	case "ext2", "ext3", "ext4", "fat12", "fat16", "fat32", "ntfs":
 		return true
 	}
 	return false

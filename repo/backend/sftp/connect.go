@@ -5,12 +5,14 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -141,6 +143,11 @@ func dial(parent context.Context, cfg Config) (*conn, error) {
 			return nil, fmt.Errorf("sftp: connect %s: %w", where, parent.Err())
 		case ctx.Err() != nil || isTimeout(err):
 			return nil, fmt.Errorf("sftp: connect %s: %w: no SSH session within %v", where, ErrUnreachable, cfg.ConnectTimeout)
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+			// The server closed the connection during the handshake (sshd
+			// restarting, MaxStartups): unreachable for now, so a retry
+			// wrapper tries again.
+			return nil, fmt.Errorf("sftp: connect %s: %w: connection closed during the SSH handshake", where, ErrUnreachable)
 		}
 		return nil, fmt.Errorf("sftp: connect %s: %w", where, err)
 	}

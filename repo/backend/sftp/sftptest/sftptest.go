@@ -312,23 +312,25 @@ func (s *Server) Restart(t testing.TB) {
 // refused.
 func (s *Server) Stop() { s.stop() }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of sshd's
-// output copier and reads of Log.
+// syncBuffer is a buffer safe for the concurrent writes of sshd's output
+// copier and reads of Log. The bytes.Buffer is a named field, not embedded:
+// embedded, its ReadFrom would be promoted, and exec's output copier would
+// call it around the mutex.
 type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
 
 func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.Buffer.String()
+	return b.buf.String()
 }
 
 // descendants returns the processes below pid, read from /proc. sshd's
