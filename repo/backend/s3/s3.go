@@ -143,22 +143,37 @@ func newBackend(cfg Config) (*Backend, error) {
 // probe lists at most one object under the prefix: the cheapest request
 // that fails with a distinct code for a missing bucket, an unknown key, a
 // wrong secret and a refused permission (a HEAD request only gets a status).
+// probeTimeout bounds the first request to a server, which tells whether
+// it answers at all.
+const probeTimeout = 15 * time.Second
+
 func (b *Backend) probe(ctx context.Context) error {
 	if err := b.acquire(ctx); err != nil {
 		return fmt.Errorf("s3: open %s: %w", b.Location(), err)
 	}
 	defer b.release()
-	for obj := range b.client.ListObjectsIter(ctx, b.cfg.Bucket, minio.ListObjectsOptions{
+	// A server that accepts connections but never answers must not hold
+	// the command for the transport's 60 s header timeout: the first
+	// request gets probeTimeout, like an SFTP connection's ConnectTimeout.
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	for obj := range b.client.ListObjectsIter(pctx, b.cfg.Bucket, minio.ListObjectsOptions{
 		Prefix:  b.dir(""),
 		MaxKeys: 1,
 	}) {
 		if obj.Err != nil {
+			if ctx.Err() == nil && pctx.Err() != nil {
+				return fmt.Errorf("s3: open %s: %w: no answer within %v", b.Location(), ErrUnreachable, probeTimeout)
+			}
 			err := classify(ctx, "s3: open "+b.Location(), b.cfg.Bucket, obj.Err)
-			// Open is not retried, and "transient" says nothing
-			// useful about a server that cannot be reached.
+			// Open is not retried, and "transient" says nothing useful
+			// to a user: a server that cannot answer now is unreachable.
 			var te *backend.TransientError
-			if errors.As(err, &te) && errors.Is(err, ErrUnreachable) {
-				return fmt.Errorf("s3: open %s: %w", b.Location(), te.Err)
+			if errors.As(err, &te) {
+				if errors.Is(err, ErrUnreachable) {
+					return fmt.Errorf("s3: open %s: %w", b.Location(), te.Err)
+				}
+				return fmt.Errorf("s3: open %s: %w: %v", b.Location(), ErrUnreachable, te.Err)
 			}
 			if b.anonymous && errors.Is(err, ErrPermission) {
 				return fmt.Errorf("s3: open %s: %w: no credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE", b.Location(), ErrAuth)

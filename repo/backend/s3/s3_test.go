@@ -389,8 +389,8 @@ func TestOpenServerSilent(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Open took %v to give up on a silent server with a 0.5 s timeout", d)
 	}
-	if !backend.IsTransient(err) || !strings.Contains(err.Error(), "did not answer") {
-		t.Errorf("Open = %v, want a transient error saying the server did not answer", err)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "did not answer") {
+		t.Errorf("Open = %v, want ErrUnreachable saying the server did not answer (exit 13)", err)
 	}
 	// The retry wrapper must not take the transport's timeout for the
 	// end of the caller's context.
