@@ -12,6 +12,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
@@ -29,12 +30,30 @@ import (
 
 // Prune limits.
 const (
-	// repackWorkers is how many packs are copied at once. Each holds one
-	// whole pack in memory (at most PackSize + pack.MaxBlobSize + its
-	// header, 28 MiB with the defaults) plus one blob's plaintext to verify
-	// it: 2 × 40 MiB. Two keep a read and the copy into the write session
-	// overlapping on the 2-core machines we target.
+	// repackWorkers is how many packs are copied at once, each with one
+	// ranged Load at a time. A worker reads a range into its range buffer
+	// (at most repackMaxRange, or one blob when a blob is larger: at most
+	// pack.MaxBlobSize + 41 bytes, 8 MiB + 41 for the largest chunk) and
+	// opens one blob at a time into its plaintext buffer, through
+	// pack.DecodeBlob's scratch buffer (each as large as the largest
+	// blob): 2 × (4 + 2 × 8) MiB at worst, about 2 × 4 MiB for 16 KiB
+	// image chunks. No pack is held whole. Two keep a read and the copy into
+	// the write session overlapping on the 2-core machines we target.
 	repackWorkers = 2
+	// repackMaxGap is the largest run of unneeded bytes between two used
+	// blobs of a pack that repack reads and discards rather than starting
+	// a new ranged Load. 256 KiB is about one seek of a disk (≈ 2 ms at
+	// 150 MB/s) and far below the cost of one request to a remote backend,
+	// so coalescing reads at most 256 KiB more per blob than it keeps and
+	// saves most requests where used blobs are scattered.
+	repackMaxGap = 256 * kiB
+	// repackMaxRange bounds a coalesced range, and so a worker's range
+	// buffer: a quarter of a default pack. Each range is read with a
+	// single read of its exact length, which a local disk serves without
+	// read-ahead beyond it (the kernel treats it as one random read; reads
+	// blob by blob through a stream looked sequential and were read ahead
+	// up to 8 MiB past the range, 2.4 × the bytes needed on our test VM).
+	repackMaxRange = 4 * miB
 	// removeWorkers is how many files are removed at once: removals are
 	// small requests whose latency dominates on remote backends.
 	removeWorkers = 8
@@ -60,10 +79,11 @@ type LiveSet func(ctx context.Context, mark func(chunk.Handle) bool) error
 // PruneOptions configure PlanPrune and Execute.
 type PruneOptions struct {
 	// MaxUnused is how many unused bytes may remain after the prune, in
-	// percent of the used bytes (restic's --max-unused). The partly used
-	// packs with the largest unused share are repacked until the unused
-	// bytes left in the others are within the limit. 0 repacks every
-	// partly used pack.
+	// percent of the repository's bytes after it (used + unused), as
+	// restic's --max-unused: unused ≤ MaxUnused / (100 − MaxUnused) × used.
+	// The partly used packs with the largest unused share are repacked
+	// until the unused bytes left in the others are within the limit. 0
+	// repacks every partly used pack; 100 or more, none.
 	MaxUnused float64
 	// MaxRepackSize bounds the total size of the packs repacked by one
 	// prune, in bytes; 0 means no limit.
@@ -121,6 +141,8 @@ type PruneSummary struct {
 	PacksRepack       int   `json:"packs_repack"`
 	BytesRepack       int64 `json:"bytes_repack"`        // size of the packs to repack
 	BytesRepackCopy   int64 `json:"bytes_repack_copy"`   // used bytes copied out of them
+	BytesRepackRead   int64 `json:"bytes_repack_read"`   // bytes the ranged loads of the repack read: the copied blobs and the small gaps between them
+	RepackLoads       int   `json:"repack_loads"`        // ranged loads of the repack
 	PacksDelete       int   `json:"packs_delete"`        // indexed packs no snapshot uses
 	BytesDelete       int64 `json:"bytes_delete"`        // their size
 	PacksUnindexed    int   `json:"packs_unindexed"`     // stored packs no index lists
@@ -144,6 +166,12 @@ type PruneResult struct {
 	PacksRescued      int   `json:"packs_rescued"` // kept because a new snapshot uses them
 	IndexFilesWritten int   `json:"index_files_written"`
 	IndexFilesRemoved int   `json:"index_files_removed"`
+	// BytesReadRepack counts the bytes loaded from the packs to repack
+	// (reads repeated by a retrying backend included), RepackLoads the
+	// ranged loads. Everything else prune reads is metadata: index
+	// files, snapshots, trees and content lists, pack headers.
+	BytesReadRepack int64 `json:"bytes_read_repack"`
+	RepackLoads     int   `json:"repack_loads"`
 }
 
 // ErrPruneConflict means the repository changed under a prune in a way it
@@ -177,12 +205,13 @@ func headerSize(n, overhead int) int64 {
 // PrunePlan is the outcome of PlanPrune: which packs to delete, which to
 // repack and which index files to replace. Execute carries it out once.
 type PrunePlan struct {
-	used    *blobSet
+	used    *usedSet
 	packs   map[pack.ID]*prunePack // every indexed or stored pack
 	files   map[string][]pack.ID   // the index files the plan read
 	remove  map[pack.ID]struct{}   // indexed packs to delete: unused and repacked
 	repack  []pack.ID
-	replace []string // index files that list a pack in remove
+	copy    map[pack.ID][][]repackBlob // the ranges to read from each pack to repack
+	replace []string                   // index files that list a pack in remove
 	summary PruneSummary
 	done    bool
 }
@@ -196,8 +225,9 @@ func (p *PrunePlan) Summary() PruneSummary { return p.summary }
 // partly used (repacked when it helps reach opts.MaxUnused within
 // opts.MaxRepackSize) or kept. Stored packs that no index file lists are
 // counted but deleted only by Execute's exclusive step. Memory: the index
-// (see package index), 44 bytes per indexed blob for the set of used blobs,
-// and about 150 bytes per pack.
+// (see package index), about 11 bytes per indexed blob and 44 to 88 per
+// used tree blob for the set of used blobs (see usedSet), about 150 bytes
+// per pack, and 48 bytes per blob the repack will copy.
 //
 // A snapshot that refers to a blob no index file lists, or to a pack that
 // is not stored, makes PlanPrune fail: the repository needs `check`.
@@ -208,7 +238,7 @@ func PlanPrune(ctx context.Context, r *Repository, live LiveSet, opts PruneOptio
 	if _, err := r.RefreshIndex(ctx); err != nil {
 		return nil, fmt.Errorf("repo: prune: %w", err)
 	}
-	p := &PrunePlan{used: newBlobSet(r.idx.Len()), packs: make(map[pack.ID]*prunePack)}
+	p := &PrunePlan{used: newUsedSet(r.idx.Len()), packs: make(map[pack.ID]*prunePack)}
 	if err := live(ctx, p.used.insert); err != nil {
 		return nil, fmt.Errorf("repo: prune: mark used blobs: %w", err)
 	}
@@ -233,24 +263,109 @@ func PlanPrune(ctx context.Context, r *Repository, live LiveSet, opts PruneOptio
 		return nil, fmt.Errorf("repo: prune: list packs: %w", err)
 	}
 
-	var indexedUsed int
 	r.idx.Each(func(h chunk.Handle, loc index.Location) bool {
 		pp := p.pack(loc.Pack)
 		pp.blobs++
-		if p.used.setFlag(h, flagIndexed) {
-			indexedUsed++
+		if p.used.setIndexed(h) {
 			pp.usedBlobs++
 			pp.usedBytes += int64(loc.Length)
 		}
 		return true
 	})
-	if missing := p.used.len() - indexedUsed; missing > 0 {
+	if missing := p.used.unindexed(); missing > 0 {
 		return nil, fmt.Errorf("repo: prune: %d blobs used by snapshots are in no index file; run check", missing)
 	}
 	if err := p.classify(r, opts); err != nil {
 		return nil, err
 	}
+	if err := p.planCopies(r); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// repackBlob is a used blob to copy out of a pack being repacked, where
+// the index locates it.
+type repackBlob struct {
+	h           chunk.Handle
+	off, length uint32
+}
+
+func (b repackBlob) end() int64 { return int64(b.off) + int64(b.length) }
+
+// planCopies finds, with one pass over the index, the used blobs whose
+// counted copy is in a pack to repack, and groups those of each pack into
+// ranges read by one Load each: neighbours whose gap is below
+// repackMaxGap share a range. Memory: about 48 bytes per blob copied.
+func (p *PrunePlan) planCopies(r *Repository) error {
+	if len(p.repack) == 0 {
+		return nil
+	}
+	blobs := make(map[pack.ID][]repackBlob, len(p.repack))
+	for _, id := range p.repack {
+		blobs[id] = make([]repackBlob, 0, p.packs[id].usedBlobs)
+	}
+	r.idx.Each(func(h chunk.Handle, loc index.Location) bool {
+		if bs, ok := blobs[loc.Pack]; ok && p.used.has(h) {
+			blobs[loc.Pack] = append(bs, repackBlob{h: h, off: loc.Offset, length: loc.Length})
+		}
+		return true
+	})
+	p.copy = make(map[pack.ID][][]repackBlob, len(p.repack))
+	for _, id := range p.repack {
+		ranges, err := repackRanges(blobs[id], p.packs[id].size)
+		if err != nil {
+			return fmt.Errorf("repo: prune: pack %v: %w; run check", id.Short(), err)
+		}
+		p.copy[id] = ranges
+		for _, rg := range ranges {
+			p.summary.RepackLoads++
+			p.summary.BytesRepackRead += rg[len(rg)-1].end() - int64(rg[0].off)
+		}
+	}
+	return nil
+}
+
+// copied reports whether the repack copies blob h from loc.
+func (p *PrunePlan) copied(h chunk.Handle, loc index.Location) bool {
+	for _, rg := range p.copy[loc.Pack] {
+		if loc.Offset < rg[0].off || int64(loc.Offset) >= rg[len(rg)-1].end() {
+			continue
+		}
+		i, found := slices.BinarySearchFunc(rg, loc.Offset, func(b repackBlob, off uint32) int { return cmp.Compare(b.off, off) })
+		return found && rg[i].h == h
+	}
+	return false
+}
+
+// repackRanges sorts the blobs of one pack of size bytes by offset and
+// splits them into ranges whose gaps are below repackMaxGap and that are
+// at most repackMaxRange long (or one blob). Blobs that overlap or end
+// past the pack (an index that does not match the pack) are an error.
+func repackRanges(bs []repackBlob, size int64) ([][]repackBlob, error) {
+	slices.SortFunc(bs, func(a, b repackBlob) int { return cmp.Compare(a.off, b.off) })
+	var ranges [][]repackBlob
+	start := 0
+	for i, b := range bs {
+		if b.length == 0 || b.end() > size {
+			return nil, fmt.Errorf("index locates blob %v at %d+%d, outside the pack's %d bytes", b.h.ID.Short(), b.off, b.length, size)
+		}
+		if i == 0 {
+			continue
+		}
+		prev := bs[i-1].end()
+		if int64(b.off) < prev {
+			return nil, fmt.Errorf("index locates blobs %v and %v overlapping at %d", bs[i-1].h.ID.Short(), b.h.ID.Short(), b.off)
+		}
+		if int64(b.off)-prev >= repackMaxGap || b.end()-int64(bs[start].off) > repackMaxRange {
+			ranges = append(ranges, bs[start:i])
+			start = i
+		}
+	}
+	if len(bs) > 0 {
+		ranges = append(ranges, bs[start:])
+	}
+	return ranges, nil
 }
 
 // pack returns the plan's record of pack id, creating it.
@@ -302,7 +417,7 @@ func (p *PrunePlan) classify(r *Repository, opts PruneOptions) error {
 
 	// Repack the packs with the largest unused share first: they free the
 	// most bytes per byte copied. Stop when what is left unused is within
-	// MaxUnused percent of the used bytes.
+	// MaxUnused percent of what is left (used + unused), as restic does.
 	slices.SortFunc(partly, func(a, b pack.ID) int {
 		pa, pb := p.packs[a], p.packs[b]
 		// ua/sa > ub/sb, compared without division.
@@ -317,8 +432,10 @@ func (p *PrunePlan) classify(r *Repository, opts PruneOptions) error {
 		left += p.packs[id].unused(overhead)
 	}
 	limit := int64(math.MaxInt64)
-	if f := opts.MaxUnused / 100 * float64(s.BytesUsed); f < math.MaxInt64 {
-		limit = int64(f)
+	if m := opts.MaxUnused; m < 100 {
+		if f := m / (100 - m) * float64(s.BytesUsed); f < math.MaxInt64 {
+			limit = int64(f)
+		}
 	}
 	for _, id := range partly {
 		pp := p.packs[id]
@@ -410,6 +527,8 @@ type pruneExec struct {
 
 	// written lists the index files this Execute stored.
 	written []string
+	// bytesRead and loads count the repack's reads from packs.
+	bytesRead, loads atomic.Int64
 
 	// reportMu serialises calls of opts.Report.
 	reportMu sync.Mutex
@@ -434,11 +553,20 @@ func (e *pruneExec) repackAll(ctx context.Context) error {
 	before := r.Stats()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(repackWorkers)
+	// bufs holds one repackBuffers per worker: a worker takes one when it
+	// starts a pack and gives it back when it is done.
+	bufs := make(chan *repackBuffers, repackWorkers)
+	for range repackWorkers {
+		bufs <- new(repackBuffers)
+	}
 	var mu sync.Mutex
 	done := 0
 	for _, id := range e.p.repack {
 		g.Go(func() error {
-			if err := e.repack(gctx, ctx, id); err != nil {
+			b := <-bufs // never blocks: SetLimit bounds the workers
+			err := e.repack(gctx, ctx, id, b)
+			bufs <- b
+			if err != nil {
 				return err
 			}
 			mu.Lock()
@@ -450,6 +578,8 @@ func (e *pruneExec) repackAll(ctx context.Context) error {
 		})
 	}
 	err := g.Wait()
+	e.res.BytesReadRepack = e.bytesRead.Load()
+	e.res.RepackLoads = int(e.loads.Load())
 	// Flush also when a copy failed: the packs already uploaded get their
 	// index file, and the session's error is cleared.
 	ferr := r.Flush(ctx)
@@ -466,52 +596,83 @@ func (e *pruneExec) repackAll(ctx context.Context) error {
 	return nil
 }
 
+// repackBuffers are one repack worker's buffers: rg for a range, plain
+// for one blob's plaintext. Each grows to the largest it had to hold.
+type repackBuffers struct {
+	rg, plain []byte
+}
+
 // repack copies the used blobs that the index locates in pack id into the
-// write session, verifying each one first. It reads under ctx and stops
-// when ctx ends; blobs go to the write session under sessionCtx, which
-// must outlive the uploads they start (until Flush).
-func (e *pruneExec) repack(ctx, sessionCtx context.Context, id pack.ID) error {
+// write session, reading only the ranges planned for them. It reads under
+// ctx and stops when ctx ends; blobs go to the write session under
+// sessionCtx, which must outlive the uploads they start (until Flush).
+func (e *pruneExec) repack(ctx, sessionCtx context.Context, id pack.ID, b *repackBuffers) error {
+	for _, rg := range e.p.copy[id] {
+		if err := e.repackRange(ctx, sessionCtx, id, rg, b); err != nil {
+			return fmt.Errorf("pack %v: %w", id.Short(), err)
+		}
+	}
+	return nil
+}
+
+// repackRange reads the blobs rg of pack id (in offset order) and the
+// gaps between them with one ranged Load into b.rg. Then each blob is
+// opened and its plaintext hashed (verify on read) before its sealed bytes
+// go to the write session unchanged.
+func (e *pruneExec) repackRange(ctx, sessionCtx context.Context, id pack.ID, rg []repackBlob, b *repackBuffers) error {
 	r := e.r
-	size := e.p.packs[id].size
+	start := int64(rg[0].off)
+	n := int(rg[len(rg)-1].end() - start)
+	b.rg = slices.Grow(b.rg[:0], n)[:n]
+	e.loads.Add(1)
 	h := backend.Handle{Type: backend.Pack, Name: id.String()}
-	var buf []byte
-	// The whole pack is read into memory before any blob is copied: Load
-	// may call the callback again after a transient error.
-	err := r.be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
-		buf = make([]byte, size)
-		_, err := io.ReadFull(rd, buf)
+	// The callback starts over at b.rg[0] when a retrying backend calls it
+	// again.
+	err := r.be.Load(ctx, h, n, start, func(rd io.Reader) error {
+		got, err := io.ReadFull(rd, b.rg)
+		e.bytesRead.Add(int64(got))
+		r.stats.bytesDownloaded.Add(int64(got))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("load pack %v: %w", id.Short(), err)
+		return fmt.Errorf("read %d bytes at %d: %w", n, start, err)
 	}
-	r.stats.bytesDownloaded.Add(size)
-	entries, err := pack.ReadHeader(bytes.NewReader(buf), size, r.key, id)
-	if err != nil {
-		return err
-	}
-	var plain []byte
-	for _, en := range entries {
-		loc, ok := r.idx.Lookup(en.Handle)
-		if !ok || loc.Pack != id || loc.Offset != en.Offset || !e.p.used.has(en.Handle) {
-			continue // unused, or a duplicate whose counted copy is elsewhere
-		}
-		stored := buf[en.Offset : en.Offset+en.Length] // ReadHeader checked the tiling
-		plain, err = pack.DecodeBlob(plain[:0], r.key, en.Handle, stored)
+	for _, bl := range rg {
+		stored := b.rg[int64(bl.off)-start : bl.end()-start]
+		codec, err := e.verifyBlob(bl.h, stored, b)
 		if err != nil {
-			return fmt.Errorf("pack %v: blob %v: %w", id.Short(), en.Handle.ID.Short(), err)
-		}
-		if got := r.hasher.Sum(plain); got != en.Handle.ID {
-			return fmt.Errorf("pack %v: blob %v: content hashes to %v (damaged)", id.Short(), en.Handle.ID.Short(), got.Short())
+			return fmt.Errorf("blob %v: %w", bl.h.ID.Short(), err)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.addBlob(sessionCtx, en.Handle, stored, int(en.RawLength), en.Codec); err != nil {
-			return fmt.Errorf("copy blob %v: %w", en.Handle.ID.Short(), err)
+		if err := r.addBlob(sessionCtx, bl.h, stored, len(b.plain), codec); err != nil {
+			return fmt.Errorf("copy blob %v: %w", bl.h.ID.Short(), err)
 		}
 	}
 	return nil
+}
+
+// verifyBlob opens stored, the sealed blob h, into b.plain, checks that
+// the plaintext hashes to h.ID, and returns the blob's codec. The codec
+// follows from the lengths (docs/FORMAT.md): a stored blob is the sealed
+// codec byte ‖ payload, and a compressed payload is kept only when it is
+// shorter than the plaintext, so the payload has the plaintext's length
+// exactly when it is not compressed.
+func (e *pruneExec) verifyBlob(h chunk.Handle, stored []byte, b *repackBuffers) (pack.Codec, error) {
+	r := e.r
+	var err error
+	b.plain, err = pack.DecodeBlob(b.plain[:0], r.key, h, stored)
+	if err != nil {
+		return 0, err
+	}
+	if got := r.hasher.Sum(b.plain); got != h.ID {
+		return 0, fmt.Errorf("content hashes to %v (damaged)", got.Short())
+	}
+	if len(stored) == len(b.plain)+1+r.key.Overhead() {
+		return pack.CodecNone, nil
+	}
+	return pack.CodecZstd, nil
 }
 
 // writeReplacements stores index files that list the packs of the files to
@@ -611,18 +772,24 @@ func (e *pruneExec) exclusiveStep(ctx context.Context, live LiveSet) (map[pack.I
 	// found unused and whose pack is to be removed keeps that pack.
 	var mu sync.Mutex
 	rescue := make(map[pack.ID]struct{})
+	// A data blob is checked even when the set reports it marked before:
+	// the set knows data blobs by a 64-bit fingerprint, and a new blob
+	// that collides with a marked one must still rescue its pack unless
+	// the repack copied it (a blob marked by the plan was). Trees are
+	// known exactly, and one marked before had its pack checked then.
 	mark := func(h chunk.Handle) bool {
-		if !p.used.insert(h) {
+		isNew := p.used.insert(h)
+		if !isNew && h.Kind != chunk.KindData {
 			return false
 		}
 		if loc, ok := r.idx.Lookup(h); ok {
-			if _, doomed := p.remove[loc.Pack]; doomed {
+			if _, doomed := p.remove[loc.Pack]; doomed && (isNew || !p.copied(h, loc)) {
 				mu.Lock()
 				rescue[loc.Pack] = struct{}{}
 				mu.Unlock()
 			}
 		}
-		return true
+		return isNew
 	}
 	if err := live(ctx, mark); err != nil {
 		return nil, fmt.Errorf("repo: prune: mark new snapshots: %w", err)
@@ -743,6 +910,152 @@ func mapKeys[K comparable, V any](m map[K]V) func(yield func(K) bool) {
 	}
 }
 
+// usedSet is the set of used blobs of a prune. Tree blobs (and any kind
+// but data) are kept exactly, in a blobSet, because the live set skips
+// everything below a tree it is told was marked before: a false "marked"
+// would lose what is below. Data blobs have nothing below them, so they
+// are kept as 64-bit fingerprints in an fpSet: a collision (probability
+// about n²/2⁶⁴ for n blobs, 5·10⁻⁶ for 10 million) only makes an unused
+// blob count as used and stay. Memory: about 11 bytes per indexed blob for
+// the data set sized in advance, plus 44 to 88 bytes per tree blob (that
+// table grows by doubling), instead of 44 bytes per blob for all. It is
+// safe for concurrent use.
+type usedSet struct {
+	trees *blobSet
+	data  *fpSet
+}
+
+// newUsedSet returns a set with room for n data blobs before it grows.
+func newUsedSet(n int) *usedSet {
+	return &usedSet{trees: newBlobSet(0), data: newFPSet(n)}
+}
+
+// insert adds h and reports whether it was not in the set before.
+func (u *usedSet) insert(h chunk.Handle) bool {
+	if h.Kind == chunk.KindData {
+		return u.data.insert(h.ID)
+	}
+	return u.trees.insert(h)
+}
+
+// has reports whether h is in the set.
+func (u *usedSet) has(h chunk.Handle) bool {
+	if h.Kind == chunk.KindData {
+		return u.data.has(h.ID)
+	}
+	return u.trees.has(h)
+}
+
+// setIndexed records that the index locates h and reports whether h is
+// in the set (a handle not in the set is not added).
+func (u *usedSet) setIndexed(h chunk.Handle) bool {
+	if h.Kind == chunk.KindData {
+		return u.data.setIndexed(h.ID)
+	}
+	return u.trees.setFlag(h, flagIndexed)
+}
+
+// unindexed returns how many blobs of the set were never passed to
+// setIndexed.
+func (u *usedSet) unindexed() int { return u.trees.without(flagIndexed) + u.data.unindexed() }
+
+// fpSet is a set of data blob IDs by fingerprint: bytes 8-16 of the ID
+// (a keyed hash, uniformly distributed) with the top bit cleared, 0
+// mapped to 1. The top bit of a slot marks the blob indexed; 0 is an empty
+// slot. A flat open-addressing table (linear probing) of 8-byte slots at
+// most 3/4 full: 10.7 bytes per blob when sized in advance. It is safe for
+// concurrent use.
+type fpSet struct {
+	// mu guards the fields below.
+	mu    sync.Mutex
+	slots []uint64
+	n     int
+}
+
+const fpIndexed = 1 << 63
+
+func newFPSet(n int) *fpSet { return &fpSet{slots: make([]uint64, max(minSetSize, n+n/3+1))} }
+
+func fingerprint(id chunk.ID) uint64 {
+	fp := binary.LittleEndian.Uint64(id[8:16]) &^ fpIndexed
+	if fp == 0 {
+		fp = 1
+	}
+	return fp
+}
+
+// findLocked returns the slot of fp, or of the empty slot where it
+// belongs.
+func (s *fpSet) findLocked(fp uint64) (int, bool) {
+	c := len(s.slots)
+	i, _ := bits.Mul64(fp*0x9e3779b97f4a7c15, uint64(c))
+	for {
+		v := s.slots[i]
+		if v == 0 {
+			return int(i), false
+		}
+		if v&^fpIndexed == fp {
+			return int(i), true
+		}
+		if i++; int(i) == c {
+			i = 0
+		}
+	}
+}
+
+func (s *fpSet) insert(id chunk.ID) bool {
+	fp := fingerprint(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.findLocked(fp)
+	if ok {
+		return false
+	}
+	if 4*(s.n+1) > 3*len(s.slots) {
+		old := s.slots
+		s.slots = make([]uint64, 2*len(old))
+		for _, v := range old {
+			if v != 0 {
+				j, _ := s.findLocked(v &^ fpIndexed)
+				s.slots[j] = v
+			}
+		}
+		i, _ = s.findLocked(fp)
+	}
+	s.slots[i] = fp
+	s.n++
+	return true
+}
+
+func (s *fpSet) has(id chunk.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.findLocked(fingerprint(id))
+	return ok
+}
+
+func (s *fpSet) setIndexed(id chunk.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.findLocked(fingerprint(id))
+	if ok {
+		s.slots[i] |= fpIndexed
+	}
+	return ok
+}
+
+func (s *fpSet) unindexed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, v := range s.slots {
+		if v != 0 && v&fpIndexed == 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // Flags of a blob in a blobSet.
 const (
 	flagIndexed byte = 1 << 2 // the index locates the blob (set by PlanPrune)
@@ -851,6 +1164,19 @@ func (s *blobSet) setFlag(h chunk.Handle, f byte) bool {
 		s.slots[i*blobSlot+chunk.IDSize] |= f
 	}
 	return ok
+}
+
+// without returns the number of blobs in the set without flag f.
+func (s *blobSet) without(f byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for off := 0; off < len(s.slots); off += blobSlot {
+		if fl := s.slots[off+chunk.IDSize]; fl&kindMask != 0 && fl&f == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // len returns the number of blobs in the set.

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/zeebo/blake3"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/imagobackup/imago/repo/backend"
 	"github.com/imagobackup/imago/repo/backend/faulty"
 	"github.com/imagobackup/imago/repo/backend/mem"
+	"github.com/imagobackup/imago/repo/backend/retry"
 )
 
 // A test snapshot is a sealed file in snapshots/ listing blob handles
@@ -251,7 +255,8 @@ func TestPruneReclaimsSpace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s2.PacksDelete+s2.PacksRepack+s2.PacksUnindexed != 0 || s2.BytesUnused > s2.BytesUsed*5/100 {
+	// At most 5% of the repository is unused (restic's --max-unused).
+	if s2.PacksDelete+s2.PacksRepack+s2.PacksUnindexed != 0 || s2.BytesUnused*100 > (s2.BytesUsed+s2.BytesUnused)*5 {
 		t.Errorf("second prune plans %+v: want nothing to do", s2)
 	}
 }
@@ -374,15 +379,20 @@ func TestPruneCrash(t *testing.T) {
 func TestPruneKeepsBlobsOfConcurrentBackup(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
-		name string
-		pick func(f *pruneFixture) chunk.Handle
-		opts PruneOptions
+		name    string
+		pick    func(f *pruneFixture) chunk.Handle
+		opts    PruneOptions
+		collide bool // the used set holds another data blob with the same fingerprint
 	}{
 		// The first dropped blob (13) sits in a half-used pack, which
 		// MaxUnused 0 repacks without it.
-		{"blob in a repacked pack", func(f *pruneFixture) chunk.Handle { return f.drop[0] }, PruneOptions{MaxUnused: 0}},
+		{"blob in a repacked pack", func(f *pruneFixture) chunk.Handle { return f.drop[0] }, PruneOptions{MaxUnused: 0}, false},
 		// The last dropped blob (47) is in a pack only "drop" used.
-		{"blob in an unused pack", func(f *pruneFixture) chunk.Handle { return f.drop[len(f.drop)-1] }, PruneOptions{MaxUnused: 100}},
+		{"blob in an unused pack", func(f *pruneFixture) chunk.Handle { return f.drop[len(f.drop)-1] }, PruneOptions{MaxUnused: 100}, false},
+		// The used set knows data blobs by fingerprint: a blob whose
+		// fingerprint collides with a marked one still rescues its pack.
+		{"colliding blob in a repacked pack", func(f *pruneFixture) chunk.Handle { return f.drop[0] }, PruneOptions{MaxUnused: 0}, true},
+		{"colliding blob in an unused pack", func(f *pruneFixture) chunk.Handle { return f.drop[len(f.drop)-1] }, PruneOptions{MaxUnused: 100}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -397,6 +407,13 @@ func TestPruneKeepsBlobsOfConcurrentBackup(t *testing.T) {
 			loc, _ := r.Lookup(reused)
 			if _, doomed := plan.remove[loc.Pack]; !doomed {
 				t.Fatalf("the plan keeps the pack of the blob the backup reuses; the test needs it doomed")
+			}
+			if c.collide {
+				twin := reused.ID
+				twin[0] ^= 0xff // same bytes 8-16: the same fingerprint
+				if !plan.used.insert(chunk.Handle{ID: twin, Kind: chunk.KindData}) || plan.used.insert(reused) {
+					t.Fatal("the twin does not collide with the reused blob")
+				}
 			}
 
 			// The backup: it finds the blob in its index and stores only
@@ -546,5 +563,284 @@ func TestBlobSet(t *testing.T) {
 	}
 	if !s.setFlag(hs[1], flagIndexed) || s.setFlag(hs[n+1], flagIndexed) || !s.has(hs[1]) || s.has(hs[n+1]) {
 		t.Errorf("setFlag changed membership")
+	}
+}
+
+func TestRepackRanges(t *testing.T) {
+	blob := func(off, length uint32) repackBlob {
+		var id chunk.ID
+		id[0] = byte(off >> 10)
+		return repackBlob{h: chunk.Handle{ID: id, Kind: chunk.KindData}, off: off, length: length}
+	}
+	const g = repackMaxGap
+	cases := []struct {
+		name    string
+		blobs   []repackBlob
+		size    int64
+		want    [][2]int64 // start and end of each range
+		wantErr bool
+	}{
+		{"none", nil, 1 << 20, nil, false},
+		{"one blob", []repackBlob{blob(100, 50)}, 1 << 20, [][2]int64{{100, 150}}, false},
+		{"neighbours share a range", []repackBlob{blob(0, 10), blob(10, 10)}, 1 << 20, [][2]int64{{0, 20}}, false},
+		{"a gap just below the limit is read", []repackBlob{blob(0, 10), blob(10+g-1, 10)}, 1 << 20, [][2]int64{{0, 20 + g - 1}}, false},
+		{"a gap at the limit splits", []repackBlob{blob(0, 10), blob(10+g, 10)}, 1 << 20, [][2]int64{{0, 10}, {10 + g, 20 + g}}, false},
+		{"unsorted input is sorted", []repackBlob{blob(3*g, 10), blob(0, 10), blob(20, 10)}, 1 << 20, [][2]int64{{0, 30}, {3 * g, 3*g + 10}}, false},
+		{"a range ends before it would pass the limit", []repackBlob{blob(0, 2<<20), blob(2<<20, 2<<20), blob(4<<20, 10)}, 8 << 20, [][2]int64{{0, 4 << 20}, {4 << 20, 4<<20 + 10}}, false},
+		{"a blob above the limit is a range of its own", []repackBlob{blob(0, 10), blob(20, 5<<20), blob(5<<20+20, 10)}, 8 << 20, [][2]int64{{0, 10}, {20, 5<<20 + 20}, {5<<20 + 20, 5<<20 + 30}}, false},
+		{"overlapping blobs", []repackBlob{blob(0, 20), blob(10, 20)}, 1 << 20, nil, true},
+		{"a blob past the end", []repackBlob{blob(0, 20), blob(100, 20)}, 110, nil, true},
+		{"an empty blob", []repackBlob{blob(0, 0)}, 110, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ranges, err := repackRanges(c.blobs, c.size)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("error %v, want error: %v", err, c.wantErr)
+			}
+			var got [][2]int64
+			n := 0
+			for _, rg := range ranges {
+				got = append(got, [2]int64{int64(rg[0].off), rg[len(rg)-1].end()})
+				n += len(rg)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("ranges %v, want %v", got, c.want)
+			}
+			if err == nil && n != len(c.blobs) {
+				t.Errorf("ranges hold %d blobs, want %d", n, len(c.blobs))
+			}
+		})
+	}
+}
+
+// sparseFixture is a repository of two 1 MiB packs of 16 blobs of 64 KiB,
+// one of them compressible, of which a snapshot keeps blobs 0, 1 and 15 of
+// the first pack and blob 20 of the second: repacking them should read
+// three ranges (0-1, 15, 20) and nothing else.
+func newSparseFixture(t *testing.T, be backend.Backend) *pruneFixture {
+	t.Helper()
+	ctx := context.Background()
+	r := TestRepositoryWithBackend(t, be, TestPackSize(1<<20))
+	f := &pruneFixture{be: be, data: make(map[chunk.ID][]byte)}
+	for i := range 32 {
+		data := randomBytes(uint64(5000+i), 64<<10)
+		if i == 1 {
+			data = compressibleBytes(64 << 10)
+		}
+		id, _, err := r.SaveChunk(ctx, chunk.KindData, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.data[id] = data
+		h := chunk.Handle{ID: id, Kind: chunk.KindData}
+		if i == 0 || i == 1 || i == 15 || i == 20 {
+			f.keep = append(f.keep, h)
+		} else {
+			f.drop = append(f.drop, h)
+		}
+	}
+	mustFlush(t, r)
+	saveTestSnapshot(t, r, f.keep)
+	f.dropName = saveTestSnapshot(t, r, f.drop)
+	return f
+}
+
+// TestPruneRepackReadsOnlyUsedRanges: repacking loads the ranges of the
+// used blobs, not whole packs, and counts what it read.
+func TestPruneRepackReadsOnlyUsedRanges(t *testing.T) {
+	ctx := context.Background()
+	fb := faulty.New(mem.New())
+	f := newSparseFixture(t, fb)
+	f.forget(t)
+	r := f.open(t)
+	opts := PruneOptions{MaxUnused: 0}
+	plan, err := PlanPrune(ctx, r, testLive(r), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := plan.Summary()
+	if s.PacksRepack != 2 || s.RepackLoads != 3 {
+		t.Fatalf("plan repacks %d packs in %d loads, want 2 packs in 3 loads", s.PacksRepack, s.RepackLoads)
+	}
+	if s.BytesRepackRead != s.BytesRepackCopy {
+		t.Errorf("plan reads %d bytes to copy %d: the ranges hold only used blobs here", s.BytesRepackRead, s.BytesRepackCopy)
+	}
+	fb.ResetCounts()
+	before := r.Stats().BytesDownloaded
+	res, err := plan.Execute(ctx, r, testLive(r), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fb.Counts()
+	if res.BytesReadRepack != s.BytesRepackRead || res.RepackLoads != 3 {
+		t.Errorf("repack read %d bytes in %d loads, the plan said %d in %d", res.BytesReadRepack, res.RepackLoads, s.BytesRepackRead, s.RepackLoads)
+	}
+	if got := st.LoadsByType[backend.Pack]; got != 3 {
+		t.Errorf("%d loads of packs reached the backend, want 3", got)
+	}
+	if got := r.Stats().BytesDownloaded - before; got != st.BytesLoaded {
+		t.Errorf("the repository counts %d bytes downloaded, the backend %d", got, st.BytesLoaded)
+	}
+	if res.BytesReadRepack*4 > s.BytesRepack {
+		t.Errorf("repack read %d bytes of %d bytes of packs: want a quarter at most", res.BytesReadRepack, s.BytesRepack)
+	}
+	f.verify(t, "after prune")
+}
+
+// flakyPacks is a backend whose pack loads fail with a transient error
+// one byte before the end of the range, once per range: a retrying wrapper then
+// calls the callback again.
+type flakyPacks struct {
+	backend.Backend
+	mu     sync.Mutex
+	failed map[string]bool
+}
+
+func (b *flakyPacks) Load(ctx context.Context, h backend.Handle, length int, offset int64, fn func(rd io.Reader) error) error {
+	key := fmt.Sprint(h, length, offset)
+	b.mu.Lock()
+	fail := h.Type == backend.Pack && length > 0 && !b.failed[key]
+	b.failed[key] = true
+	b.mu.Unlock()
+	if !fail {
+		return b.Backend.Load(ctx, h, length, offset, fn)
+	}
+	return b.Backend.Load(ctx, h, length, offset, func(rd io.Reader) error {
+		return fn(io.MultiReader(io.LimitReader(rd, int64(length)-1), errReader{&backend.TransientError{Err: io.ErrUnexpectedEOF}}))
+	})
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestPruneRepackRetriesMidRange: a range whose read fails transiently
+// near its end is read again from its start, and no blob is copied twice.
+func TestPruneRepackRetriesMidRange(t *testing.T) {
+	ctx := context.Background()
+	base := mem.New()
+	f := newSparseFixture(t, base)
+	f.forget(t)
+	flaky := &flakyPacks{Backend: base, failed: make(map[string]bool)}
+	be := retry.New(flaky, retry.Options{Sleep: func(context.Context, time.Duration) error { return nil }})
+	r, err := Open(ctx, be, TestPassword, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, res, err := prune(ctx, r, PruneOptions{MaxUnused: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RepackLoads != 3 || res.BytesReadRepack <= 0 {
+		t.Errorf("result %+v: want 3 loads", res)
+	}
+	f.verify(t, "after prune")
+	// The new packs hold each kept blob once.
+	r2 := f.open(t)
+	blobs := 0
+	for _, id := range r2.idx.Packs() {
+		entries, err := r2.LoadPackHeader(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs += len(entries)
+	}
+	if blobs != len(f.keep) {
+		t.Errorf("the packs hold %d blobs, want the %d kept ones once each", blobs, len(f.keep))
+	}
+}
+
+// TestPruneRepackRefusesDamagedBlob: a used blob that does not open in a
+// pack to repack stops the prune before anything is removed.
+func TestPruneRepackRefusesDamagedBlob(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	f := newSparseFixture(t, be)
+	f.forget(t)
+	r := f.open(t)
+	loc, ok := r.Lookup(f.keep[2]) // blob 15, alone in its range
+	if !ok {
+		t.Fatal("kept blob not indexed")
+	}
+	ph := backend.Handle{Type: backend.Pack, Name: loc.Pack.String()}
+	b, _ := be.Raw(ph)
+	b = bytes.Clone(b)
+	b[loc.Offset+loc.Length/2] ^= 1
+	be.SetRaw(ph, b)
+	files := listAll(t, be)
+	_, _, err := prune(ctx, r, PruneOptions{MaxUnused: 0})
+	wantErrContaining(t, err, loc.Pack.Short(), f.keep[2].ID.Short())
+	after := listAll(t, be)
+	for _, ft := range []backend.FileType{backend.Pack, backend.Index, backend.Snapshot} {
+		for _, name := range files[ft] {
+			if !slices.Contains(after[ft], name) {
+				t.Errorf("a failed prune removed %s/%s", ft, name[:8])
+			}
+		}
+	}
+}
+
+// TestPruneMaxUnusedIsShareOfRepository: --max-unused m leaves at most m%
+// of the repository (used + unused) unused, as restic does, and repacks
+// less as m grows.
+func TestPruneMaxUnusedIsShareOfRepository(t *testing.T) {
+	ctx := context.Background()
+	f := newPruneFixture(t, mem.New())
+	f.forget(t)
+	r := f.open(t)
+	last := -1
+	for _, m := range []float64{0, 5, 20, 40, 60, 99, 100} {
+		plan, err := PlanPrune(ctx, r, testLive(r), PruneOptions{MaxUnused: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := plan.Summary()
+		if got := float64(s.BytesUnusedAfter); got > m/100*float64(s.BytesUsed+s.BytesUnusedAfter)+1 {
+			t.Errorf("max unused %v%%: %d unused of %d used bytes left", m, s.BytesUnusedAfter, s.BytesUsed)
+		}
+		if last >= 0 && s.PacksRepack > last {
+			t.Errorf("max unused %v%% repacks %d packs, more than a lower limit (%d)", m, s.PacksRepack, last)
+		}
+		if m >= 100 && s.PacksRepack != 0 {
+			t.Errorf("max unused %v%% repacks %d packs, want none", m, s.PacksRepack)
+		}
+		last = s.PacksRepack
+	}
+}
+
+func TestUsedSet(t *testing.T) {
+	u := newUsedSet(0)
+	var id chunk.ID
+	copy(id[:], randomBytes(1, chunk.IDSize))
+	twin := id
+	twin[31] ^= 1 // bytes 8-16 unchanged: the same fingerprint
+	data := func(id chunk.ID) chunk.Handle { return chunk.Handle{ID: id, Kind: chunk.KindData} }
+	tree := func(id chunk.ID) chunk.Handle { return chunk.Handle{ID: id, Kind: chunk.KindTree} }
+	if !u.insert(data(id)) || u.insert(data(twin)) || !u.has(data(twin)) {
+		t.Errorf("data blobs with one fingerprint are not one member")
+	}
+	if !u.insert(tree(id)) || !u.insert(tree(twin)) || u.insert(tree(twin)) {
+		t.Errorf("tree blobs are not kept exactly")
+	}
+	if got := u.unindexed(); got != 3 {
+		t.Errorf("unindexed = %d, want 3 (one data fingerprint, two trees)", got)
+	}
+	if !u.setIndexed(data(twin)) || !u.setIndexed(tree(id)) || u.unindexed() != 1 {
+		t.Errorf("setIndexed: %d unindexed left, want 1", u.unindexed())
+	}
+	var other chunk.ID
+	copy(other[:], randomBytes(2, chunk.IDSize))
+	if u.setIndexed(data(other)) || u.has(data(other)) {
+		t.Errorf("setIndexed added a blob")
+	}
+	// Growing keeps members and flags.
+	for i := range 5000 {
+		var x chunk.ID
+		copy(x[:], randomBytes(uint64(100+i), chunk.IDSize))
+		u.insert(data(x))
+	}
+	if !u.has(data(id)) || u.unindexed() != 5001 {
+		t.Errorf("after growing: member lost or flags changed (%d unindexed, want 5001)", u.unindexed())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/imagobackup/imago/chunk"
 	"github.com/imagobackup/imago/index"
@@ -90,7 +91,7 @@ func (r *Repository) LoadPackHeader(ctx context.Context, id pack.ID) ([]pack.Ent
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}
-	entries, err := pack.ReadHeader(&backendReaderAt{ctx: ctx, be: r.be, h: h}, fi.Size, r.key, id)
+	entries, err := pack.ReadHeader(&backendReaderAt{ctx: ctx, be: r.be, h: h, count: &r.stats.bytesDownloaded}, fi.Size, r.key, id)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}
@@ -102,6 +103,8 @@ type backendReaderAt struct {
 	ctx context.Context // the ReaderAt interface has no context parameter
 	be  backend.Backend
 	h   backend.Handle
+	// count, when not nil, is increased by the bytes read.
+	count *atomic.Int64
 }
 
 func (b *backendReaderAt) ReadAt(p []byte, off int64) (int, error) {
@@ -114,5 +117,8 @@ func (b *backendReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		n, err = io.ReadFull(rd, p)
 		return err
 	})
+	if b.count != nil {
+		b.count.Add(int64(n))
+	}
 	return n, err
 }

@@ -34,7 +34,7 @@ type pruneOptions struct {
 // addPruneFlags registers the flags that tune a prune on fs. --dry-run is
 // registered by each command, as forget has its own.
 func addPruneFlags(fs *pflag.FlagSet, o *pruneOptions) {
-	fs.StringVar(&o.maxUnused, "max-unused", "5%", "leave at most this `percentage` of the used bytes unused (\"unlimited\": repack nothing)")
+	fs.StringVar(&o.maxUnused, "max-unused", "5%", "leave at most this `percentage` of the repository unused after the prune, as restic does (\"unlimited\": repack nothing)")
 	fs.StringVar(&o.maxRepackSize, "max-repack-size", "unlimited", "repack at most this `size` of packs (e.g. 500M, 2G)")
 }
 
@@ -117,8 +117,10 @@ func runPrune(ctx context.Context, g *globalOptions, r *repo.Repository, o *prun
 	}
 	if o.dryRun {
 		if g.json {
-			return g.printJSON(pruneJSON{MessageType: "summary", DryRun: true, Snapshots: w.snapshots.Load(), Plan: sum})
+			return g.printJSON(pruneJSON{MessageType: "summary", DryRun: true, Snapshots: w.snapshots.Load(), Plan: sum,
+				BytesReadMetadata: r.Stats().BytesDownloaded})
 		}
+		g.printf("read:         %s of metadata\n", formatBytes(r.Stats().BytesDownloaded))
 		g.printf("dry run: nothing changed\n")
 		return nil
 	}
@@ -152,10 +154,15 @@ func runPrune(ctx context.Context, g *globalOptions, r *repo.Repository, o *prun
 	if err != nil {
 		return err
 	}
+	// Every byte the repository loaded that repacking did not is metadata:
+	// index files, snapshots, trees and content lists, locks.
+	metadata := r.Stats().BytesDownloaded - res.BytesReadRepack
 	if g.json {
 		return g.printJSON(pruneJSON{MessageType: "summary", Snapshots: w.snapshots.Load(), Plan: sum, Result: &res,
-			DurationSeconds: time.Since(start).Seconds()})
+			BytesReadMetadata: metadata, DurationSeconds: time.Since(start).Seconds()})
 	}
+	g.printf("read:         %s of metadata, %s of %d packs to repack (%d ranged reads)\n",
+		formatBytes(metadata), formatBytes(res.BytesReadRepack), sum.PacksRepack, res.RepackLoads)
 	g.printf("prune done: removed %d packs (%s) and %d index files, wrote %d packs, kept %d packs needed by new snapshots, in %s\n",
 		res.PacksRemoved, formatBytes(res.BytesRemoved), res.IndexFilesRemoved, res.PacksWritten, res.PacksRescued,
 		formatDuration(time.Since(start).Seconds()))
@@ -164,12 +171,16 @@ func runPrune(ctx context.Context, g *globalOptions, r *repo.Repository, o *prun
 
 // pruneJSON is the --json summary of prune.
 type pruneJSON struct {
-	MessageType     string            `json:"message_type"`
-	DryRun          bool              `json:"dry_run"`
-	Snapshots       int64             `json:"snapshots"`
-	Plan            repo.PruneSummary `json:"plan"`
-	Result          *repo.PruneResult `json:"result,omitempty"`
-	DurationSeconds float64           `json:"duration_seconds,omitempty"`
+	MessageType string            `json:"message_type"`
+	DryRun      bool              `json:"dry_run"`
+	Snapshots   int64             `json:"snapshots"`
+	Plan        repo.PruneSummary `json:"plan"`
+	Result      *repo.PruneResult `json:"result,omitempty"`
+	// BytesReadMetadata counts the bytes loaded from the repository since
+	// it was opened, other than those of the packs repacked
+	// (Result.BytesReadRepack): index files, snapshots, trees, locks.
+	BytesReadMetadata int64   `json:"bytes_read_metadata"`
+	DurationSeconds   float64 `json:"duration_seconds,omitempty"`
 }
 
 func printPrunePlan(g *globalOptions, snapshots int64, s repo.PruneSummary) {
@@ -177,7 +188,8 @@ func printPrunePlan(g *globalOptions, snapshots int64, s repo.PruneSummary) {
 	g.printf("used:         %d blobs, %s\n", s.BlobsUsed, formatBytes(s.BytesUsed))
 	g.printf("unused:       %d blobs, %s\n", s.BlobsUnused, formatBytes(s.BytesUnused))
 	g.printf("to delete:    %d packs, %s\n", s.PacksDelete, formatBytes(s.BytesDelete))
-	g.printf("to repack:    %d packs, %s (copying %s)\n", s.PacksRepack, formatBytes(s.BytesRepack), formatBytes(s.BytesRepackCopy))
+	g.printf("to repack:    %d packs, %s (reading %s in %d ranges, copying %s)\n", s.PacksRepack, formatBytes(s.BytesRepack),
+		formatBytes(s.BytesRepackRead), s.RepackLoads, formatBytes(s.BytesRepackCopy))
 	g.printf("to keep:      %d packs, %s\n", s.PacksKeep, formatBytes(s.BytesKeep))
 	g.printf("unindexed:    %d packs, %s (deleted unless indexed by the final step)\n", s.PacksUnindexed, formatBytes(s.BytesUnindexed))
 	g.printf("index files:  %d to replace\n", s.IndexFilesReplace)

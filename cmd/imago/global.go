@@ -310,15 +310,22 @@ func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*
 		be.Close()
 		return nil, err
 	}
-	opts := repo.OpenOptions{NoIndex: noIndex}
+	// The index is loaded only after the key derivation's buffer
+	// (crypto.DefaultKDF: 32 MiB), garbage once the key opened, has been
+	// given back to the OS: otherwise the two add up in the command's peak
+	// memory.
+	opts := repo.OpenOptions{NoIndex: true}
 	if !noIndex {
 		opts.WrapBackend = g.cacheWrapper(loc)
 	}
 	r, err := repo.Open(ctx, be, pw, opts)
-	// The key derivation's buffer (crypto.DefaultKDF: 32 MiB) is garbage
-	// now; give it back to the OS before the command's own work, so that
-	// it does not add to the command's peak memory.
 	debug.FreeOSMemory()
+	if err == nil && !noIndex {
+		if err = r.LoadIndex(ctx); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
 	if err != nil {
 		be.Close()
 		if errors.Is(err, repo.ErrNoRepository) {
