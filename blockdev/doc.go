@@ -9,18 +9,21 @@
 // machine's working set.
 //
 // Backup turns a Source into the content list of an image node: the image is
-// cut into fixed segments that workers chunk in parallel, holes and all-zero
-// chunks become hole extents, and with a parent image the chunker runs only
-// where the image changed (parent-guided re-chunking). The result is the same
-// content list whatever the number of workers and whether or not a parent
-// was given; docs/format-fragments/blockdev.md states the definition. The
-// BLAKE3-256 digest of the whole image is computed in the same pass.
+// read once, in order, and cut into fixed segments, each chunked on its own;
+// holes and all-zero chunks become hole extents, and with a parent image the
+// chunker runs only where the image changed (parent-guided re-chunking); new
+// chunks are saved by parallel workers. The result is the same content list
+// whatever the number of workers and whether or not a parent was given;
+// docs/format-fragments/blockdev.md states the definition. The BLAKE3-256
+// digest of the whole image is computed in the same pass.
 //
 // Restore writes a content list to a Target, a regular file (kept sparse) or
 // a block device (refused when it is mounted or too small), fetching chunks
 // in parallel and verifying the image digest at the end.
 //
-// Memory is bounded: Backup holds at most (Workers+1) segment buffers (64 MiB
-// each by default, sized to the data a segment holds, so holes cost nothing),
-// Restore at most Workers chunk buffers.
+// Memory is bounded: Backup holds 4 read blocks of 1 MiB, a window of
+// Params.Max + 1.5 MiB over them, and a ring of 8 MiB (at least 2 ×
+// Params.Max) for the new chunks waiting to be saved, whatever the segment
+// size, the image size and the number of workers; Restore at most Workers
+// chunk buffers.
 package blockdev

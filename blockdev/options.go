@@ -16,14 +16,13 @@ const (
 
 // DefaultSegmentSize is the segment size of image chunking. Every segment
 // edge is a forced cut, which costs about one extra chunk per 500 at the
-// default chunk sizes (0.2% more chunks); a segment is also the unit of
-// parallel work and of buffering, so Workers+1 segments are held in memory.
-// The segment size is part of the chunking definition: a parent must have
-// been cut with the same one for parent-guided re-chunking to be exact.
+// default chunk sizes (0.2% more chunks). Segments are not buffered: Backup
+// streams them (see backup.run), so their size costs no memory. The segment
+// size is part of the chunking definition: a parent must have been cut with
+// the same one for parent-guided re-chunking to be exact.
 const DefaultSegmentSize = 64 * miB
 
-// maxSegmentSize bounds SegmentSize so that Workers+1 segment buffers stay
-// within a few GiB even with many workers.
+// maxSegmentSize bounds SegmentSize (1 GiB, as the repository config does).
 const maxSegmentSize = 1 << 30
 
 // segmentAlign is the alignment of segment edges: a multiple of every disk
@@ -38,9 +37,9 @@ const segmentAlign = 4 * kiB
 // it from the repository config before use.
 var DefaultParams = chunk.Params{Min: 64 * kiB, Max: 1 * miB, AverageBits: 17}
 
-// maxDefaultWorkers caps the default number of backup workers: each holds
-// a segment buffer (64 MiB by default), and more than four rarely help
-// because reads and the in-order digest bound the pipeline.
+// maxDefaultWorkers caps the default number of save workers: more than
+// four rarely help, because the single chunker, the reads and the in-order
+// digest bound the pipeline.
 const maxDefaultWorkers = 4
 
 // maxWorkers bounds Workers.
@@ -63,8 +62,11 @@ type BackupOptions struct {
 	// 0 means DefaultSegmentSize. It must be a multiple of 4 KiB, at least
 	// Params.Max and at most 1 GiB.
 	SegmentSize int64
-	// Workers is the number of segments chunked in parallel; 0 means
-	// GOMAXPROCS, at most 4. Memory is about (Workers+1) × SegmentSize.
+	// Workers is the number of new chunks compressed, sealed and saved in
+	// parallel (the ChunkSaver's work); 0 means GOMAXPROCS, at most 4. The
+	// image is read and chunked by one goroutine each. Backup's own memory
+	// does not depend on Workers nor on SegmentSize (see backup.run): 15
+	// MiB with the default chunk sizes.
 	Workers int
 	// Parent is the content list of the parent image, or nil. It must
 	// have been made with the same Params and SegmentSize: only then does

@@ -1,7 +1,6 @@
 package blockdev
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,12 +17,14 @@ import (
 // then chunked without guidance.
 const maxParentExtents = 1 << 16
 
-// worker is the reusable state of one chunking goroutine.
+// worker is the chunker of a backup: one goroutine that turns each
+// segment's spans into extents, in order, reading the data through a
+// window over the reader's blocks.
 type worker struct {
 	b      *backup
+	sv     *saver
+	win    window
 	split  *chunk.Splitter
-	rd     bytes.Reader
-	cbuf   []byte // the splitter's chunk copy, reused
 	parent []parentExtent
 
 	// miss remembers the last chunk reuse hashed without a match, so that
@@ -40,44 +41,63 @@ type parentExtent struct {
 	snapshot.Extent
 }
 
-func newWorker(b *backup) *worker {
-	w := &worker{b: b, cbuf: make([]byte, 0, b.opts.Params.Max)}
-	w.split = chunk.NewSplitter(&w.rd, b.opts.Params)
+func newWorker(b *backup, sv *saver, free chan<- []byte, items <-chan item) *worker {
+	w := &worker{b: b, sv: sv}
+	w.win.init(int(b.opts.Params.Max)+splitterBuffer+readBlock, free, items)
+	w.split = chunk.NewSplitter(&w.win, b.opts.Params)
 	return w
 }
 
-// process reads seg's data, then turns its spans into extents.
+// run chunks the segments the reader announces, in order, and queues each
+// for the collector.
+func (w *worker) run(ctx context.Context, segs chan<- *segment) error {
+	for {
+		it, ok, err := w.win.next(ctx)
+		if err != nil || !ok {
+			return err
+		}
+		seg := it.seg
+		if seg == nil {
+			return fmt.Errorf("image backup: internal error: data block without a segment")
+		}
+		if err := w.process(ctx, seg); err != nil {
+			return err
+		}
+		select {
+		case segs <- seg:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// process turns seg's spans into extents, reading the data spans' blocks.
 func (w *worker) process(ctx context.Context, seg *segment) error {
 	p := w.b.progress
-	if w.b.src.f != nil {
-		for _, sp := range seg.spans {
-			if sp.Hole {
-				continue
-			}
-			if err := w.b.src.readAt(ctx, seg.buf[sp.buf:sp.buf+sp.Length], sp.Offset); err != nil {
-				return err
-			}
-			seg.st.read += uint64(sp.Length)
-			p.BytesRead.Add(uint64(sp.Length))
-		}
-	} else {
-		seg.st.read += uint64(seg.length) // read by the dispatcher
-	}
 	cur, err := w.loadParent(ctx, seg)
 	if err != nil {
 		return err
 	}
-	seg.extents = seg.extents[:0]
-	for _, sp := range seg.spans {
+	for i := range seg.spans {
+		sp := &seg.spans[i]
 		if sp.Hole {
 			seg.st.holes += uint64(sp.Length)
 			p.BytesHoles.Add(uint64(sp.Length))
 			seg.emit(snapshot.Extent{Length: uint64(sp.Length)})
 			continue
 		}
-		if err := w.chunkRange(ctx, seg, &cur, seg.buf[sp.buf:sp.buf+sp.Length], uint64(sp.Offset)); err != nil {
+		w.win.reset()
+		n, err := w.chunkRange(ctx, seg, &cur, uint64(sp.Offset))
+		if err != nil {
 			return err
 		}
+		if sp.Length < 0 {
+			// A stream's segment: its length is known now.
+			sp.Length, seg.length = int64(n), int64(n)
+		} else if n != uint64(sp.Length) {
+			return fmt.Errorf("image backup: internal error: span at %d has %d bytes, read %d", sp.Offset, sp.Length, n)
+		}
+		seg.st.read += n
 	}
 	return nil
 }
@@ -91,6 +111,11 @@ func (w *worker) loadParent(ctx context.Context, seg *segment) (cursor, error) {
 		return cursor{}, nil
 	}
 	end := uint64(seg.off + seg.length)
+	if seg.length < 0 {
+		// A stream's segment, whose length is not known yet: it ends
+		// at SegmentSize at the latest.
+		end = uint64(seg.off + w.b.opts.SegmentSize)
+	}
 	overflow := false
 	err := w.b.parent.Extents(ctx, uint64(seg.off), func(start uint64, e snapshot.Extent) error {
 		if start >= end {
@@ -132,45 +157,72 @@ func (c *cursor) at(off uint64) int {
 
 // emit appends e to the segment's extents, merging adjacent holes.
 func (seg *segment) emit(e snapshot.Extent) {
-	if n := len(seg.extents); n > 0 && e.Hole() && seg.extents[n-1].Hole() {
+	if n := len(seg.extents); n > 0 && e.Hole() && seg.extents[n-1].job == nil && seg.extents[n-1].Hole() {
 		seg.extents[n-1].Length += e.Length
 		return
 	}
-	seg.extents = append(seg.extents, e)
+	seg.extents = append(seg.extents, pendingExtent{Extent: e})
 }
 
-// chunkRange turns the data range d, at image offset start and ending at a
-// forced cut (its end is a hole, a segment edge or the image end), into
-// extents: exactly the chunks a content-defined run over d from its start
-// gives. Where the parent has an extent starting at a cut, the extent is
-// reused when that provably yields the same chunk; runs of zeros are cut
-// without the chunker (see zeroRun); elsewhere the chunker runs until one
-// of its cuts lands on a parent extent's start or before a run of zeros.
-func (w *worker) chunkRange(ctx context.Context, seg *segment, cur *cursor, d []byte, start uint64) error {
-	for pos := uint64(0); pos < uint64(len(d)); {
+// emitJob appends the extent of a new chunk of n bytes whose ID the save
+// job j will have.
+func (seg *segment) emitJob(n uint64, j *saveJob) {
+	seg.extents = append(seg.extents, pendingExtent{Extent: snapshot.Extent{Length: n}, job: j})
+}
+
+// chunkRange turns the current data span of the window, at image offset
+// start and ending at a forced cut (its end is a hole, a segment edge or the
+// image end), into extents: exactly the chunks a content-defined run over
+// the span from its start gives. Where the parent has an extent starting at
+// a cut, the extent is reused when that provably yields the same chunk;
+// runs of zeros are cut without the chunker (see zeroScan); elsewhere the
+// chunker runs until one of its cuts lands on a parent extent's start or
+// before a run of zeros. It returns the span's length.
+func (w *worker) chunkRange(ctx context.Context, seg *segment, cur *cursor, start uint64) (uint64, error) {
+	var pos uint64
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		// Every byte before pos is turned into extents.
+		w.win.commit(pos)
+		more, err := w.win.get(ctx, pos, 1)
+		if err != nil {
+			return 0, err
+		}
+		if len(more) == 0 {
+			return pos, nil
+		}
 		if i := cur.at(start + pos); i >= 0 {
-			if n := w.reuse(seg, cur, i, d[pos:]); n > 0 {
+			n, err := w.reuse(ctx, seg, cur, i, pos)
+			if err != nil {
+				return 0, err
+			}
+			if n > 0 {
 				pos += n
 				continue
 			}
 		}
-		if z := w.zeroRun(d[pos:]); z > 0 {
+		z, _, _, err := w.zeroScan(ctx, pos, false)
+		if err != nil {
+			return 0, err
+		}
+		if z > 0 {
 			seg.st.zero += z
 			seg.emit(snapshot.Extent{Length: z})
 			pos += z
 			continue
 		}
-		n, err := w.cdc(ctx, seg, cur, d[pos:], start+pos)
+		n, err := w.cdc(ctx, seg, cur, pos, start)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		pos += n
 	}
-	return nil
 }
 
-// reuse tries to take parent extent i, which starts where d starts (at a
-// cut of the full run), as the next chunk of d, the rest of a data range.
+// reuse tries to take parent extent i, which starts at span offset pos (at
+// a cut of the full run), as the next chunk of the rest d of the data span.
 // It returns the bytes covered, or 0 when the chunker must run.
 //
 // A parent data extent of length L is the next chunk of the full run when
@@ -180,35 +232,56 @@ func (w *worker) chunkRange(ctx context.Context, seg *segment, cur *cursor, d []
 // depends only on the chunk's bytes, which match.
 //
 // A parent hole is taken when it covers all of d and d is all zeros: every
-// chunk of d is then zero, so d becomes one hole whatever the cuts.
-func (w *worker) reuse(seg *segment, cur *cursor, i int, d []byte) uint64 {
+// chunk of d is then zero, so d becomes one hole whatever the cuts. Finding
+// that out reads d as far as it is zero: when it is not all zero, its
+// leading run of zero blocks is taken as the zero run chunkRange would cut
+// next (so that it is not read twice).
+func (w *worker) reuse(ctx context.Context, seg *segment, cur *cursor, i int, pos uint64) (uint64, error) {
 	p := cur.ext[i]
-	n := uint64(len(d))
 	if p.Hole() {
-		if p.Length < n || !chunk.IsZero(d) {
-			return 0
+		if !w.b.zeroCuts {
+			// The chunker runs over the zeros instead; it gives the same
+			// hole.
+			return 0, nil
 		}
-		seg.st.zero += n
-		seg.emit(snapshot.Extent{Length: n})
-		return n
+		run, rest, allZero, err := w.zeroScan(ctx, pos, true)
+		if err != nil {
+			return 0, err
+		}
+		if allZero && rest <= p.Length {
+			run = rest
+		}
+		if run > 0 {
+			seg.st.zero += run
+			seg.emit(snapshot.Extent{Length: run})
+		}
+		return run, nil
 	}
 	minLen, maxLen := uint64(w.b.opts.Params.Min), uint64(w.b.opts.Params.Max)
 	l := p.Length
-	if l > n || l > maxLen {
-		return 0
+	if l > maxLen {
+		return 0, nil
+	}
+	// One byte more tells whether the span goes on after the chunk.
+	d, err := w.win.get(ctx, pos, int(l)+1)
+	if err != nil {
+		return 0, err
+	}
+	if uint64(len(d)) < l {
+		return 0, nil
 	}
 	c := d[:l]
-	if l < n && l != maxLen && (l < minLen || !w.cutByContent(cur, i, c)) {
-		return 0
+	if uint64(len(d)) > l && l != maxLen && (l < minLen || !w.cutByContent(cur, i, c)) {
+		return 0, nil
 	}
 	if id := w.b.hasher.HashChunk(c); id != p.ID || chunk.IsZero(c) {
 		w.miss.off, w.miss.n, w.miss.id = p.start, l, id
-		return 0
+		return 0, nil
 	}
 	seg.st.reused += l
 	w.b.progress.BytesReused.Add(l)
 	seg.emit(p.Extent)
-	return l
+	return l, nil
 }
 
 // cutByContent reports whether the parent's cut at the end of its data
@@ -228,95 +301,134 @@ func (w *worker) cutByContent(cur *cursor, i int, c []byte) bool {
 	return i+1 < len(cur.ext) && !cur.ext[i+1].Hole()
 }
 
-// cdc runs the chunker over d, which starts at image offset start at a cut
-// of the full run and ends at a forced cut, and emits its chunks until one
-// ends where a parent extent starts (so that reuse can take over) or d
+// cdc runs the chunker over the data span from offset pos, at image offset
+// start+pos at a cut of the full run, and emits its chunks until one ends
+// where a parent extent starts (so that reuse can take over) or the span
 // ends. It returns the bytes covered.
-func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, d []byte, start uint64) (uint64, error) {
-	w.rd.Reset(d)
-	w.split.Reset(&w.rd)
-	var pos uint64
-	i := cur.at(start) // the parent extent starting at pos, or -1
+func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, pos, start uint64) (uint64, error) {
+	from := pos
+	w.win.seek(ctx, pos)
+	w.split.Reset(&w.win)
+	i := cur.at(start + pos) // the parent extent starting at pos, or -1
 	for {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		c, err := w.split.Next(w.cbuf)
+		// The splitter cuts the chunk straight into the save ring; a
+		// buffer of Params.Max bytes never grows (Splitter.Next).
+		buf, err := w.sv.reserve(ctx, int(w.b.opts.Params.Max))
+		if err != nil {
+			return 0, err
+		}
+		c, err := w.split.Next(buf)
+		if err == nil && len(c) > len(buf) {
+			err = fmt.Errorf("chunk of %d bytes, more than the maximum %d", len(c), len(buf))
+		}
 		if err == io.EOF {
-			return pos, nil
+			w.sv.skip()
+			return pos - from, nil
 		}
 		if err != nil {
+			w.sv.skip()
+			if err := w.win.err; err != nil {
+				return 0, err // the reader's or the context's, not the data's
+			}
 			return 0, fmt.Errorf("chunk image at offset %d: %w", start+pos, err)
 		}
-		w.cbuf = c[:0]
 		n := uint64(len(c))
-		if err := w.emitChunk(ctx, seg, cur, i, start+pos, d[pos:pos+n]); err != nil {
+		if err := w.emitChunk(ctx, seg, cur, i, start+pos, c); err != nil {
 			return 0, err
 		}
 		pos += n
-		if pos == uint64(len(d)) {
-			return pos, nil
+		w.win.commit(pos)
+		more, err := w.win.get(ctx, pos, 1)
+		if err != nil {
+			return 0, err
 		}
-		if i = cur.at(start + pos); i >= 0 || w.zeroBlock(d[pos:]) {
-			return pos, nil
+		if len(more) == 0 {
+			return pos - from, nil
+		}
+		if i = cur.at(start + pos); i >= 0 {
+			return pos - from, nil
+		}
+		if z, err := w.zeroBlock(ctx, pos); err != nil || z {
+			return pos - from, err
 		}
 	}
 }
 
-// zeroRun returns how many bytes at the start of d, which starts at a cut,
-// the chunker would cut into chunks of exactly Min zero bytes: k×Min for
-// the k leading blocks of Min bytes that are all zero. The chunker decides
-// a cut from the last 64 bytes it saw, never before Min bytes, and the
-// fingerprint of 64 zero bytes is zero, which satisfies every cut mask; so
-// a chunk that starts with Min zero bytes ends right there. Backup checks
-// this on the splitter in use (zeroCuts) and runs it when it does not hold.
-func (w *worker) zeroRun(d []byte) uint64 {
-	n := 0
-	for w.zeroBlock(d[n:]) {
-		n += int(w.b.opts.Params.Min)
+// zeroScan reads the data span from offset pos, which is at a cut, as long
+// as it is zero. It returns run, how many bytes the chunker would cut into
+// chunks of exactly Min zero bytes: k×Min for the k leading blocks of Min
+// bytes that are all zero. The chunker decides a cut from the last 64 bytes
+// it saw, never before Min bytes, and the fingerprint of 64 zero bytes is
+// zero, which satisfies every cut mask; so a chunk that starts with Min zero
+// bytes ends right there. Backup checks this on the splitter in use
+// (zeroCuts); without it, run is 0. With toEnd, zeroScan also reports
+// whether the whole rest of the span, rest bytes, is zero. The bytes of
+// the run are dropped from the window as the scan goes, so a run of any
+// length costs no memory.
+func (w *worker) zeroScan(ctx context.Context, pos uint64, toEnd bool) (run, rest uint64, allZero bool, err error) {
+	if !w.b.zeroCuts {
+		return 0, 0, false, nil
 	}
-	return uint64(n)
-}
-
-// zeroBlock reports whether d starts with Min zero bytes that zeroRun
-// would cut as one chunk.
-func (w *worker) zeroBlock(d []byte) bool {
 	m := int(w.b.opts.Params.Min)
-	return w.b.zeroCuts && m <= len(d) && chunk.IsZero(d[:m])
+	for {
+		d, err := w.win.get(ctx, pos+run, m)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		if len(d) < m || !chunk.IsZero(d) {
+			if toEnd && len(d) < m && chunk.IsZero(d) {
+				return run, run + uint64(len(d)), true, nil
+			}
+			return run, 0, false, nil
+		}
+		run += uint64(m)
+		// The scanned zeros are needed again only as zeros.
+		w.win.commit(pos + run)
+	}
+}
+
+// zeroBlock reports whether the data span has, at offset pos, Min zero
+// bytes that zeroScan would cut as one chunk.
+func (w *worker) zeroBlock(ctx context.Context, pos uint64) (bool, error) {
+	if !w.b.zeroCuts {
+		return false, nil
+	}
+	m := int(w.b.opts.Params.Min)
+	d, err := w.win.get(ctx, pos, m)
+	return err == nil && len(d) == m && chunk.IsZero(d), err
 }
 
 // emitChunk emits one chunk at image offset off found by the chunker: a
 // hole when it is all zeros; the parent's extent, without saving, when
 // parent extent i (-1: none) starts with it and has the same length and ID;
-// otherwise the ID the saver returns.
+// otherwise a save job, whose ID the collector waits for. c is the save
+// ring's last reservation, which emitChunk keeps or gives up.
 func (w *worker) emitChunk(ctx context.Context, seg *segment, cur *cursor, i int, off uint64, c []byte) error {
 	n := uint64(len(c))
 	seg.st.chunked += n
 	if chunk.IsZero(c) {
+		w.sv.skip()
 		seg.st.zero += n
 		seg.emit(snapshot.Extent{Length: n})
 		return nil
 	}
 	if i >= 0 {
 		if p := cur.ext[i]; !p.Hole() && p.Length == n && w.sameAs(off, c, p.ID) {
+			w.sv.skip()
 			seg.st.reused += n
 			w.b.progress.BytesReused.Add(n)
 			seg.emit(p.Extent)
 			return nil
 		}
 	}
-	id, added, err := w.b.saver.SaveChunk(ctx, chunk.KindData, c)
+	j, err := w.sv.submit(ctx, c)
 	if err != nil {
-		return fmt.Errorf("save image chunk: %w", err)
+		return err
 	}
-	seg.st.blobs++
-	if added > 0 {
-		seg.st.blobsNew++
-		seg.st.newBytes += n
-		seg.st.added += uint64(added)
-		w.b.progress.BytesNew.Add(n)
-	}
-	seg.emit(snapshot.Extent{Length: n, ID: id})
+	seg.emitJob(n, j)
 	return nil
 }
 

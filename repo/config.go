@@ -35,7 +35,8 @@ const (
 	MinPackSize = 4 * kiB
 
 	// MaxPackSize keeps a pack's offsets far inside uint32 and bounds the
-	// write session's memory (maxOpenPacks packs, 640 MiB at this size).
+	// write session's temporary files (maxOpenPacks packs, ~1 GiB of disk
+	// at this size).
 	MaxPackSize = 128 * miB
 )
 

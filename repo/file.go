@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"strings"
 	"sync"
 
@@ -39,14 +38,15 @@ const fileADPrefix = "imago file v1 "
 var errNameMismatch = errors.New("content does not match its name (damaged or replaced)")
 
 // fileEncoder compresses sealed files. EncodeAll is safe for concurrent use;
-// it keeps at most GOMAXPROCS states of ~3.5 MiB each: a 1 MiB window with
-// low-memory history, as the blob encoders (pack.encoderWindow). With the
-// default 8 MiB window each state kept a 16 MiB history once it had
-// compressed an index file: 16 MiB of a 1 GiB image backup's heap.
+// it keeps one state of ~3.5 MiB (a 1 MiB window with low-memory history,
+// and its match tables), so concurrent calls take turns: sealed files are
+// few and small (an index file is at most ~3 MiB). With GOMAXPROCS states
+// and the default 8 MiB window, each state kept a 16 MiB history once it
+// had compressed an index file: 32 MiB of a 2-core backup's heap.
 var fileEncoder = sync.OnceValue(func() *zstd.Encoder {
 	e, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(1<<20),
 		zstd.WithLowerEncoderMem(true),
 		zstd.WithEncoderCRC(false), // the seal authenticates every byte

@@ -1,9 +1,10 @@
 package repo
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -13,20 +14,53 @@ import (
 	"github.com/imagobackup/imago/repo/backend"
 )
 
-// Write-session limits. A pack lives in memory from its first blob until its
-// upload ends, and at most maxOpenPacks packs are alive: one open pack per
-// kind (data, tree), uploadWorkers uploading, and one finished and waiting
-// for an upload worker. A pack can exceed PackSize by one blob, so the
-// session holds at most maxOpenPacks × (PackSize + pack.MaxBlobSize) bytes
-// of pack buffers: 5 × 28 MiB = 140 MiB with the defaults. Callers that find
-// no room wait (in SaveChunk) until an upload ends.
+// Write-session limits. A pack is written to a temporary file from its first
+// blob until its upload ends, so packs cost disk, not memory: in memory a
+// pack is an open file, its header entries (pack.Entry, 48 bytes a blob)
+// and, while it is open for blobs, a write buffer of packWriteBuffer bytes.
+// At most maxOpenPacks packs are alive: one open pack per kind (data, tree),
+// uploadWorkers uploading and up to maxQueuedPacks finished and waiting for
+// an upload worker. A pack can exceed PackSize by one blob, so the temporary
+// files hold at most maxOpenPacks × (PackSize + pack.MaxBlobSize) bytes:
+// 7 × 28 MiB = 196 MiB of disk with the defaults, in the repository's
+// folder for a local repository (moved into place when done, never
+// copied), else in os.TempDir() (as restic does). Callers that find no room
+// wait (in SaveChunk) until an upload ends.
+//
+// Before, packs were buffers of PackSize + PackSize/16 bytes in memory: 5 of
+// them were 85 MiB of a 1 GiB image backup's 175 MiB peak RSS.
 const (
 	// uploadWorkers is 2 concurrent pack uploads: enough to hide one
 	// request's latency behind another on the 2-core machines we target.
 	uploadWorkers = 2
-	// maxOpenPacks is 2 open + uploadWorkers uploading + 1 queued.
-	maxOpenPacks = 2 + uploadWorkers + 1
+	// maxQueuedPacks lets SaveChunk callers go on filling packs while
+	// both upload workers are busy (a pack of a local repository costs
+	// an fsync); they cost only disk.
+	maxQueuedPacks = 3
+	// maxOpenPacks is 2 open + uploadWorkers uploading + maxQueuedPacks.
+	maxOpenPacks = 2 + uploadWorkers + maxQueuedPacks
+	// packWriteBuffer buffers the writes of small blobs (tree blobs, small
+	// files) to an open pack's file; blobs larger than it are written
+	// directly. Memory: 2 open packs × 64 KiB.
+	packWriteBuffer = 64 * kiB
 )
+
+// numKinds bounds the chunk.Kind values used as array indexes.
+const numKinds = int(chunk.KindTree) + 1
+
+// fileSaver is the optional capability of a backend that stores a complete
+// local file by moving it into place instead of copying it
+// (local.Backend). The write session then writes packs straight into the
+// repository's folder.
+type fileSaver interface {
+	// CreateTempFile creates an empty temporary file for a file of type t,
+	// open for reading and writing. It is never listed, and closing it
+	// without SaveFile leaves nothing behind.
+	CreateTempFile(t backend.FileType) (*os.File, error)
+	// SaveFile stores the size bytes of f, made by CreateTempFile, as h,
+	// atomically and durably like Save. f stays open; the caller closes it.
+	SaveFile(ctx context.Context, h backend.Handle, f *os.File, size int64) error
+}
 
 // session is the write state of a Repository: the blobs in flight, the open
 // packs, the uploads and the packs not yet listed in an index file.
@@ -41,6 +75,17 @@ type session struct {
 	// long before the upload it started finishes. Close cancels it.
 	uploadCtx    context.Context
 	cancelUpload context.CancelFunc
+	// noDirect is set once the backend's CreateTempFile failed (a file
+	// system without unnamed temporary files): packs then go to
+	// os.TempDir() and are saved by copying.
+	noDirect atomic.Bool
+
+	// fill[k] is held by the caller appending a blob to the open pack of
+	// kind k, across the write to its file, so that a pack file has one
+	// writer at a time; it guards open[k]. mu may be taken while fill[k]
+	// is held, never the other way round.
+	fill [numKinds]sync.Mutex
+	open [numKinds]*packer
 
 	// mu guards the fields below. No I/O happens while it is held.
 	mu sync.Mutex
@@ -48,8 +93,6 @@ type session struct {
 	// indexed; the first SaveChunk of a blob adds it, later ones see it
 	// here and store nothing.
 	pending map[chunk.Handle]struct{}
-	// open is the open pack of each kind, or nil.
-	open map[chunk.Kind]*packer
 	// unindexed lists the uploaded packs no index file lists yet, and
 	// unindexedBlobs counts their blobs.
 	unindexed      []index.PackBlobs
@@ -57,32 +100,66 @@ type session struct {
 	// err is the first upload or index error of the session; SaveChunk
 	// returns it until Flush reports and clears it.
 	err error
-	// free holds pack buffers for reuse; at most maxOpenPacks of them.
-	free [][]byte
+	// lastUpload numbers the packs handed to upload; uploads holds the
+	// numbers of those whose upload has not ended (at most maxOpenPacks);
+	// uploadEnded is closed, and replaced, whenever one ends.
+	lastUpload  uint64
+	uploads     []uint64
+	uploadEnded chan struct{}
 }
 
 func (s *session) init() {
 	s.packSlots = make(chan struct{}, maxOpenPacks)
 	s.uploading = make(chan struct{}, uploadWorkers)
 	s.pending = make(map[chunk.Handle]struct{})
-	s.open = make(map[chunk.Kind]*packer)
+	s.uploadEnded = make(chan struct{})
 	s.uploadCtx, s.cancelUpload = context.WithCancel(context.Background())
 }
 
-// packer is a pack being filled in memory.
+// packer is a pack being written to a temporary file.
 type packer struct {
-	buf   *packBuffer
-	w     *pack.Writer
-	blobs []chunk.Handle // the pending blobs in this pack
+	f      *os.File
+	direct bool   // f came from the backend's CreateTempFile: SaveFile moves it
+	name   string // f's name while it has one to remove (only where an open file cannot be removed)
+	bw     *bufio.Writer
+	w      *pack.Writer
+	blobs  []chunk.Handle // the pending blobs in this pack
 }
 
-// packBuffer is the io.Writer a pack.Writer fills.
-type packBuffer struct{ b []byte }
+// newPacker creates the temporary file of a new pack: in the repository
+// when the backend can move files into place, else in os.TempDir(),
+// removed at once so that nothing is left behind whatever happens.
+func (r *Repository) newPacker() (*packer, error) {
+	p := &packer{}
+	if fs, ok := r.be.(fileSaver); ok && !r.noDirect.Load() {
+		f, err := fs.CreateTempFile(backend.Pack)
+		if err == nil {
+			p.f, p.direct = f, true
+		} else {
+			r.noDirect.Store(true)
+		}
+	}
+	if p.f == nil {
+		f, err := os.CreateTemp("", "imago-pack-*")
+		if err != nil {
+			return nil, fmt.Errorf("create temporary pack file: %w", err)
+		}
+		p.f = f
+		if os.Remove(f.Name()) != nil {
+			p.name = f.Name() // removed by discard
+		}
+	}
+	p.bw = bufio.NewWriterSize(p.f, packWriteBuffer)
+	p.w = pack.NewWriter(p.bw, r.key)
+	return p, nil
+}
 
-// Write appends p.
-func (pb *packBuffer) Write(p []byte) (int, error) {
-	pb.b = append(pb.b, p...)
-	return len(p), nil
+// discard closes p's file, which removes it.
+func (p *packer) discard() {
+	_ = p.f.Close() // nothing to lose: the pack is saved or abandoned
+	if p.name != "" {
+		_ = os.Remove(p.name)
+	}
 }
 
 // Stats counts a Repository's work since it was opened.
@@ -117,7 +194,7 @@ func (r *Repository) Stats() Stats {
 	}
 }
 
-// encodePool holds buffers for sealed blobs between EncodeBlob and the copy
+// encodePool holds buffers for sealed blobs between EncodeBlob and the write
 // into a pack; one per concurrent SaveChunk, each at most maxEncodeBuf.
 var encodePool sync.Pool
 
@@ -185,116 +262,88 @@ func (r *Repository) SaveChunk(ctx context.Context, k chunk.Kind, data []byte) (
 }
 
 // addBlob appends a sealed blob to the open pack of its kind, opening one if
-// needed, and sends the pack on when it is full.
+// needed, and sends the pack on when it is full. stored is not retained.
 func (r *Repository) addBlob(ctx context.Context, h chunk.Handle, stored []byte, rawLen int, codec pack.Codec) error {
-	// A new pack needs a slot and then a buffer, both obtained without
-	// holding mu. Buffers are taken only with a slot, so at most
-	// maxOpenPacks of them ever exist.
-	var slot bool
-	var buf []byte
-	defer func() {
-		if slot {
-			r.releaseSlot(buf)
+	r.mu.Lock()
+	err := r.err
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	fill := &r.fill[h.Kind]
+	fill.Lock()
+	p := r.open[h.Kind]
+	if p == nil {
+		// Waiting for a slot with fill held is fine: every other writer
+		// of this kind needs the same new pack.
+		select {
+		case r.packSlots <- struct{}{}:
+		case <-ctx.Done():
+			fill.Unlock()
+			return ctx.Err()
 		}
-	}()
-	for {
-		r.mu.Lock()
-		if err := r.err; err != nil {
-			r.mu.Unlock()
+		if p, err = r.newPacker(); err != nil {
+			fill.Unlock()
+			<-r.packSlots
 			return err
 		}
-		p := r.open[h.Kind]
-		if p == nil && !slot {
-			r.mu.Unlock()
-			select {
-			case r.packSlots <- struct{}{}:
-				slot = true
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			continue
-		}
-		if p == nil && buf == nil {
-			r.free, buf = popBuffer(r.free)
-			if buf == nil {
-				r.mu.Unlock()
-				// Room for a full pack and its header, so that append
-				// rarely grows it.
-				buf = make([]byte, 0, r.cfg.PackSize+r.cfg.PackSize/16)
-				continue
-			}
-		}
-		if p == nil {
-			pb := &packBuffer{b: buf[:0]}
-			p = &packer{buf: pb, w: pack.NewWriter(pb, r.key)}
-			r.open[h.Kind] = p
-			slot, buf = false, nil
-		}
-		if err := p.w.Add(h, stored, rawLen, codec); err != nil {
-			r.mu.Unlock()
-			return err
-		}
-		p.blobs = append(p.blobs, h)
-		var full *packer
-		if p.w.Size() >= int64(r.cfg.PackSize) {
-			full = p
-			delete(r.open, h.Kind)
-		}
-		r.mu.Unlock()
-		if full != nil {
-			return r.finishPack(ctx, full)
-		}
-		return nil
+		r.open[h.Kind] = p
 	}
+	// A failed write leaves the pack writer failed: Finish (in Flush)
+	// reports the error and abandons the pack with its blobs.
+	if err := p.w.Add(h, stored, rawLen, codec); err != nil {
+		fill.Unlock()
+		return err
+	}
+	p.blobs = append(p.blobs, h)
+	var full *packer
+	if p.w.Size() >= int64(r.cfg.PackSize) {
+		full = p
+		r.open[h.Kind] = nil
+	}
+	fill.Unlock()
+	if full != nil {
+		return r.finishPack(full)
+	}
+	return nil
 }
 
-// popBuffer removes a buffer from free, returning nil if free is empty.
-func popBuffer(free [][]byte) ([][]byte, []byte) {
-	if len(free) == 0 {
-		return free, nil
-	}
-	return free[:len(free)-1], free[len(free)-1]
-}
-
-// releaseSlot gives back a pack slot and keeps its buffer for reuse.
-func (r *Repository) releaseSlot(buf []byte) {
-	if buf != nil {
-		r.mu.Lock()
-		r.free = append(r.free, buf[:0])
-		r.mu.Unlock()
-	}
-	<-r.packSlots
-}
-
-// finishPack seals p's header, checks that the header opens and lists the
-// blobs written, and starts its upload once an upload worker is free. The
-// upload runs under the session's upload context; ctx only bounds the wait
-// for an upload slot. On error, p's blobs are no longer pending and the
-// error is also recorded for the session.
-func (r *Repository) finishPack(ctx context.Context, p *packer) error {
+// finishPack writes p's header, checks that the header reads back and
+// lists the blobs written, and hands p to an upload goroutine, which waits
+// for an upload worker under the session's upload context. On error, p's
+// blobs are no longer pending and the error is also recorded for the
+// session.
+func (r *Repository) finishPack(p *packer) error {
 	id, entries, err := p.w.Finish()
 	if err == nil {
-		err = verifyPack(p.buf.b, r.key, id, entries)
-	}
-	if err == nil {
-		select {
-		case r.uploading <- struct{}{}:
-		case <-ctx.Done():
-			err = ctx.Err()
+		if err = p.bw.Flush(); err != nil {
+			err = fmt.Errorf("write pack: %w", err)
 		}
+	}
+	size := p.w.Size()
+	// A finished pack needs neither its write buffer nor the writer's
+	// hash state while it waits.
+	p.bw, p.w = nil, nil
+	if err == nil {
+		err = verifyPack(p.f, size, r.key, id, entries)
 	}
 	if err != nil {
 		r.failPack(p, err)
 		return err
 	}
-	go r.upload(r.uploadCtx, p, id, entries)
+	r.mu.Lock()
+	r.lastUpload++
+	seq := r.lastUpload
+	r.uploads = append(r.uploads, seq)
+	r.mu.Unlock()
+	go r.upload(r.uploadCtx, p, seq, id, entries, size)
 	return nil
 }
 
-// verifyPack re-reads the header of a finished pack, as a reader will, and
-// compares it with what the writer reported.
-func verifyPack(b []byte, s pack.Sealer, id pack.ID, want []pack.Entry) error {
-	got, err := pack.ReadHeader(bytes.NewReader(b), int64(len(b)), s, id)
+// verifyPack re-reads the header of a finished pack of size bytes from f,
+// as a reader will, and compares it with what the writer reported.
+func verifyPack(f *os.File, size int64, s pack.Sealer, id pack.ID, want []pack.Entry) error {
+	got, err := pack.ReadHeader(f, size, s, id)
 	if err != nil {
 		return fmt.Errorf("verify new pack %v: %w", id.Short(), err)
 	}
@@ -309,17 +358,31 @@ func verifyPack(b []byte, s pack.Sealer, id pack.ID, want []pack.Entry) error {
 	return nil
 }
 
-// upload saves a finished pack, adds it to the index and, every
-// indexEveryPacks packs or indexMaxBlobs blobs, writes an index file. It
-// runs in its own goroutine holding an upload token and p's pack slot.
-func (r *Repository) upload(ctx context.Context, p *packer, id pack.ID, entries []pack.Entry) {
+// upload saves a finished pack once an upload worker is free, adds it to
+// the index and, every indexEveryPacks packs or indexMaxBlobs blobs, writes
+// an index file. It runs in its own goroutine holding p's pack slot, which
+// it gives back with p's file.
+func (r *Repository) upload(ctx context.Context, p *packer, seq uint64, id pack.ID, entries []pack.Entry, size int64) {
+	defer r.endUpload(seq)
+	select {
+	case r.uploading <- struct{}{}:
+	case <-ctx.Done():
+		r.failPack(p, fmt.Errorf("save pack %v: %w", id.Short(), ctx.Err()))
+		return
+	}
 	defer func() { <-r.uploading }()
-	b := p.buf.b
-	err := r.saveBytes(ctx, backend.Handle{Type: backend.Pack, Name: id.String()}, b)
+	h := backend.Handle{Type: backend.Pack, Name: id.String()}
+	var err error
+	if p.direct {
+		err = r.be.(fileSaver).SaveFile(ctx, h, p.f, size)
+	} else {
+		err = r.be.Save(ctx, h, p.f, size)
+	}
 	if err != nil {
 		r.failPack(p, fmt.Errorf("save pack %v: %w", id.Short(), err))
 		return
 	}
+	r.stats.bytesUploaded.Add(size)
 	r.stats.packs.Add(1)
 	// The index learns the blobs before pending forgets them; see
 	// SaveChunk.
@@ -336,7 +399,8 @@ func (r *Repository) upload(ctx context.Context, p *packer, id pack.ID, entries 
 		r.unindexed, r.unindexedBlobs = nil, 0
 	}
 	r.mu.Unlock()
-	r.releaseSlot(b)
+	p.discard()
+	<-r.packSlots
 
 	if batch != nil {
 		if _, err := r.saveIndexFile(ctx, batch); err != nil {
@@ -349,8 +413,22 @@ func (r *Repository) upload(ctx context.Context, p *packer, id pack.ID, entries 
 	}
 }
 
+// endUpload records that the upload numbered seq has ended.
+func (r *Repository) endUpload(seq uint64) {
+	r.mu.Lock()
+	for i, s := range r.uploads {
+		if s == seq {
+			r.uploads = append(r.uploads[:i], r.uploads[i+1:]...)
+			break
+		}
+	}
+	close(r.uploadEnded)
+	r.uploadEnded = make(chan struct{})
+	r.mu.Unlock()
+}
+
 // failPack forgets the blobs of a pack that will not be uploaded, records
-// err for the session and releases the pack's slot.
+// err for the session and releases the pack's file and slot.
 func (r *Repository) failPack(p *packer, err error) {
 	r.mu.Lock()
 	for _, h := range p.blobs {
@@ -358,7 +436,8 @@ func (r *Repository) failPack(p *packer, err error) {
 	}
 	r.setErrLocked(err)
 	r.mu.Unlock()
-	r.releaseSlot(p.buf.b)
+	p.discard()
+	<-r.packSlots
 }
 
 // setErrLocked records err unless an earlier error is recorded.
@@ -384,22 +463,25 @@ func countBlobs(packs []index.PackBlobs) int {
 // can start a new session; blobs of failed packs are not stored, but the
 // packs that did upload are still indexed.
 func (r *Repository) Flush(ctx context.Context) error {
-	r.mu.Lock()
 	var full []*packer
-	for k, p := range r.open {
-		full = append(full, p)
-		delete(r.open, k)
+	for k := range r.open {
+		r.fill[k].Lock()
+		if p := r.open[k]; p != nil {
+			full = append(full, p)
+			r.open[k] = nil
+		}
+		r.fill[k].Unlock()
 	}
-	r.mu.Unlock()
 
 	var firstErr error
 	for _, p := range full {
 		if p.w.Count() == 0 {
 			// Left by a failed Add: nothing to upload.
-			r.releaseSlot(p.buf.b)
+			p.discard()
+			<-r.packSlots
 			continue
 		}
-		if err := r.finishPack(ctx, p); err != nil && firstErr == nil {
+		if err := r.finishPack(p); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -433,22 +515,27 @@ func (r *Repository) Flush(ctx context.Context) error {
 	return nil
 }
 
-// waitUploads returns when every upload started before it was called has
-// ended, index file included: holding every upload token means no upload
-// is running.
+// waitUploads returns when every upload handed over before it was called
+// has ended, index file included.
 func (r *Repository) waitUploads(ctx context.Context) error {
-	for i := range uploadWorkers {
+	r.mu.Lock()
+	last := r.lastUpload
+	r.mu.Unlock()
+	for {
+		r.mu.Lock()
+		busy := false
+		for _, s := range r.uploads {
+			busy = busy || s <= last
+		}
+		ended := r.uploadEnded
+		r.mu.Unlock()
+		if !busy {
+			return nil
+		}
 		select {
-		case r.uploading <- struct{}{}:
+		case <-ended:
 		case <-ctx.Done():
-			for range i {
-				<-r.uploading
-			}
 			return ctx.Err()
 		}
 	}
-	for range uploadWorkers {
-		<-r.uploading
-	}
-	return nil
 }

@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -11,6 +15,7 @@ import (
 	"github.com/imagobackup/imago/pack"
 	"github.com/imagobackup/imago/repo/backend"
 	"github.com/imagobackup/imago/repo/backend/faulty"
+	"github.com/imagobackup/imago/repo/backend/local"
 	"github.com/imagobackup/imago/repo/backend/mem"
 )
 
@@ -320,5 +325,85 @@ func TestUploadsOutliveTheSaveChunkContext(t *testing.T) {
 		if _, err := r.LoadChunk(context.Background(), chunk.Handle{ID: id, Kind: chunk.KindData}, nil); err != nil {
 			t.Fatalf("blob %v lost: %v", id.Short(), err)
 		}
+	}
+}
+
+// TestPacksMovedIntoLocalRepository saves through a local repository, whose
+// backend takes packs as files (fileSaver), and checks that every blob
+// reads back after reopening, that packs were written in place (no copy
+// through os.TempDir) and that no temporary file is left.
+func TestPacksMovedIntoLocalRepository(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	be, err := local.Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := be.CreateTempFile(backend.Pack); err != nil {
+		t.Skipf("the backend cannot make unnamed temporary files here: %v", err)
+	}
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	r := TestRepositoryWithBackend(t, be, TestPackSize(64<<10))
+	var ids []chunk.ID
+	for i := range 40 {
+		id, _, err := r.SaveChunk(ctx, chunk.KindData, randomBytes(uint64(i), 10<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	mustFlush(t, r)
+	if st := r.Stats(); st.PacksWritten < 4 {
+		t.Errorf("wrote %d packs, want several", st.PacksWritten)
+	}
+	if r.noDirect.Load() {
+		t.Error("packs were written to os.TempDir(), not into the repository")
+	}
+	r2, err := Open(ctx, be, TestPassword, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := r2.LoadChunk(ctx, chunk.Handle{ID: id, Kind: chunk.KindData}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".") {
+			t.Errorf("temporary file %s left behind", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%d files left in TMPDIR", len(left))
+	}
+}
+
+// TestTemporaryPackFilesLeaveNothing checks that packs written to
+// os.TempDir() (for backends that take no files) leave nothing there, after
+// Flush and after a session closed without one.
+func TestTemporaryPackFilesLeaveNothing(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	r := TestRepository(t, TestPackSize(32<<10))
+	for i := range 20 {
+		if _, _, err := r.SaveChunk(ctx, chunk.KindData, randomBytes(uint64(i), 5<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustFlush(t, r)
+	if _, _, err := r.SaveChunk(ctx, chunk.KindData, randomBytes(99, 5<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%d files left in TMPDIR", len(left))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/imagobackup/imago/repo"
@@ -33,7 +34,21 @@ const (
 // errPartial marks a backup that completed with unreadable files.
 var errPartial = errors.New("some source files could not be read")
 
+// gcPercent is the garbage collector's target (GOGC) unless the GOGC
+// environment variable sets one: the heap may grow to 1.25 × the live heap
+// between collections instead of 2 ×. The backup and restore pipelines keep
+// their large buffers for the whole run and allocate little besides (a 1 GiB
+// image backup ~60 MiB in all), so collections stay few; measured on 2
+// cores (2026-11), peak RSS fell with no measurable change in time or CPU:
+// 1 GiB random image backup 65 → 52 MiB, first backup of a 1 GiB generated
+// tree (bench/gentree) 150 → 90 MiB, its restore 190 → 116 MiB. At 10 the
+// tree backup took 15% longer for 76 MiB.
+const gcPercent = 25
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:])
 	stop()

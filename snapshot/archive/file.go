@@ -13,12 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reader is the per-reader state reused across files: a splitter (with its
-// 512 KiB read buffer) and a scratch buffer of Params.Max bytes that chunks
-// are cut into before they are copied to a right-sized pooled buffer.
+// reader is the per-reader state reused across files: a splitter with its
+// 512 KiB read buffer, and the ring it cuts chunks into (see readerRing).
 type reader struct {
 	sp      *chunk.Splitter
-	scratch []byte
+	ring    *ring
+	reserve int // reserveLen
 }
 
 // getReader returns a free reader or a new one. At most workers readers
@@ -30,7 +30,8 @@ func (a *archiver) getReader() *reader {
 	default:
 		return &reader{
 			sp:      chunk.NewSplitter(nil, a.opts.Params),
-			scratch: make([]byte, 0, a.opts.Params.Max),
+			ring:    newRing(readerRing(a.opts.Params)),
+			reserve: reserveLen(a.opts.Params),
 		}
 	}
 }
@@ -202,7 +203,11 @@ func (a *archiver) readContent(ctx context.Context, f *os.File, st *unix.Stat_t,
 				start, length = data, hole-data
 			}
 		}
-		n, err := a.chunkRegion(ctx, io.NewSectionReader(f, start, length), r, w)
+		expect := length
+		if !sparse {
+			expect = st.Size - start // the size at the lstat; the file may grow
+		}
+		n, err := a.chunkRegion(ctx, io.NewSectionReader(f, start, length), expect, r, w)
 		if err != nil {
 			return snapshot.Content{}, 0, err
 		}
@@ -224,31 +229,26 @@ func (a *archiver) skipHole(w *extentWriter, n int64) {
 	a.opts.Progress.addBytes(n, 0)
 }
 
-// chunkRegion cuts the bytes of src into chunks, queues the non-zero ones
-// for saving and returns the number of bytes read.
-func (a *archiver) chunkRegion(ctx context.Context, src io.Reader, r *reader, w *extentWriter) (int64, error) {
+// chunkRegion cuts the bytes of src, about expect of them, into chunks,
+// queues the non-zero ones for saving and returns the number of bytes read.
+func (a *archiver) chunkRegion(ctx context.Context, src io.Reader, expect int64, r *reader, w *extentWriter) (int64, error) {
 	r.sp.Reset(src)
 	var n int64
 	for {
-		data, err := r.sp.Next(r.scratch)
+		l, j, err := a.saver.cut(ctx, r, expect-n)
 		if err == io.EOF {
 			return n, nil
 		}
 		if err != nil {
-			return n, &readError{err}
+			return n, err
 		}
-		r.scratch = data[:0]
-		n += int64(len(data))
-		a.stats.bytesRead.Add(int64(len(data)))
-		a.opts.Progress.addBytes(int64(len(data)), int64(len(data)))
-		if chunk.IsZero(data) {
-			w.addHole(uint64(len(data)))
+		n += int64(l)
+		a.stats.bytesRead.Add(int64(l))
+		a.opts.Progress.addBytes(int64(l), int64(l))
+		if j == nil {
+			w.addHole(uint64(l))
 		} else {
-			j, err := a.saver.submit(ctx, data)
-			if err != nil {
-				return n, err
-			}
-			w.addData(j, uint64(len(data)))
+			w.addData(j, uint64(l))
 		}
 		if err := w.drain(ctx, false); err != nil {
 			return n, err

@@ -9,4 +9,9 @@
 // the target folder, syncs it, renames it into place and syncs the folder.
 // A failed Save removes its temporary file; List never reports temporary
 // files, including those a crash left behind.
+//
+// On Linux a caller can also write a file in place: CreateTempFile makes an
+// unnamed file (O_TMPFILE) in the repository, and SaveFile links it under a
+// ".tmp-…" name, renames it into place and syncs the folder, without
+// copying it. The repository's write session writes its packs this way.
 package local
