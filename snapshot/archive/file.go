@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/imagobackup/imago/chunk"
+	"github.com/imagobackup/imago/internal/ring"
 	"github.com/imagobackup/imago/snapshot"
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +18,7 @@ import (
 // 512 KiB read buffer, and the ring it cuts chunks into (see readerRing).
 type reader struct {
 	sp      *chunk.Splitter
-	ring    *ring
+	ring    *ring.Ring
 	reserve int // reserveLen
 }
 
@@ -30,7 +31,7 @@ func (a *archiver) getReader() *reader {
 	default:
 		return &reader{
 			sp:      chunk.NewSplitter(nil, a.opts.Params),
-			ring:    newRing(readerRing(a.opts.Params)),
+			ring:    ring.New(readerRing(a.opts.Params)),
 			reserve: reserveLen(a.opts.Params),
 		}
 	}

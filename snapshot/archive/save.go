@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/imagobackup/imago/chunk"
+	"github.com/imagobackup/imago/internal/ring"
 	"github.com/imagobackup/imago/snapshot"
 )
 
@@ -45,7 +46,7 @@ const minReserve = 4 << 10
 // ring first.
 type saveJob struct {
 	buf    []byte
-	ring   *ring
+	ring   *ring.Ring
 	region int64
 	id     chunk.ID
 	done   chan struct{}
@@ -69,13 +70,13 @@ func newSaver(s snapshot.ChunkSaver) *saver {
 // error is a *readError. The caller waits on the job's done channel (with
 // ctx) before reading its id.
 func (sv *saver) cut(ctx context.Context, r *reader, expect int64) (int, *saveJob, error) {
-	buf, err := r.ring.reserve(ctx, int(min(int64(r.reserve), max(expect, minReserve))))
+	buf, err := r.ring.Reserve(ctx, int(min(int64(r.reserve), max(expect, minReserve))))
 	if err != nil {
 		return 0, nil, err
 	}
 	data, err := r.sp.Next(buf)
 	if err != nil {
-		r.ring.commit(0)
+		r.ring.Commit(0)
 		if err == io.EOF {
 			return 0, nil, err
 		}
@@ -84,17 +85,17 @@ func (sv *saver) cut(ctx context.Context, r *reader, expect int64) (int, *saveJo
 	if len(data) > len(buf) {
 		// The splitter grew the slice on the heap: copy the chunk into
 		// a reservation of its length.
-		r.ring.commit(0)
-		if buf, err = r.ring.reserve(ctx, len(data)); err != nil {
+		r.ring.Commit(0)
+		if buf, err = r.ring.Reserve(ctx, len(data)); err != nil {
 			return 0, nil, err
 		}
 		data = buf[:copy(buf, data)]
 	}
 	if chunk.IsZero(data) {
-		r.ring.commit(0)
+		r.ring.Commit(0)
 		return len(data), nil, nil
 	}
-	j := &saveJob{buf: data, ring: r.ring, region: r.ring.commit(len(data)), done: make(chan struct{})}
+	j := &saveJob{buf: data, ring: r.ring, region: r.ring.Commit(len(data)), done: make(chan struct{})}
 	select {
 	case sv.queue <- j:
 		return len(data), j, nil
@@ -106,7 +107,7 @@ func (sv *saver) cut(ctx context.Context, r *reader, expect int64) (int, *saveJo
 
 func (sv *saver) release(j *saveJob) {
 	j.buf = nil
-	j.ring.put(j.region)
+	j.ring.Put(j.region)
 }
 
 // work saves queued chunks until the queue is closed or ctx is done. An

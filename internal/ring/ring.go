@@ -1,4 +1,8 @@
-package archive
+// Package ring is the fixed-size buffer that backup pipelines cut chunks
+// into: one goroutine reserves and commits regions at the head, save
+// workers give them back in any order. snapshot/archive (file trees) and
+// blockdev (images) both use it.
+package ring
 
 import (
 	"context"
@@ -6,7 +10,7 @@ import (
 	"sync"
 )
 
-// ring holds the chunks a reader cut until they are saved, in one buffer of
+// Ring holds the chunks a reader cut until they are saved, in one buffer of
 // fixed size: the reader reserves room for the next chunk at the head, the
 // splitter cuts the chunk straight into it, and the reader keeps what it
 // used (commit); the save workers give regions back in any order, and a
@@ -14,8 +18,7 @@ import (
 // workers take jobs in order and finish them nearly so; a slow job holds
 // back at most the ring. Unlike pooled buffers, the ring allocates nothing
 // after its first use, holds exactly its size, and a chunk is never copied.
-// (blockdev's chunker uses the same ring.)
-type ring struct {
+type Ring struct {
 	buf []byte
 	// res is the end, in ring order, of the reservation not yet
 	// committed; only the allocating goroutine touches it.
@@ -24,28 +27,29 @@ type ring struct {
 	// mu guards the fields below.
 	mu         sync.Mutex
 	head, tail int64         // bytes handed out and taken back, in ring order
-	regions    []ringRegion  // handed out and not yet reclaimed, oldest first
+	regions    []region      // handed out and not yet reclaimed, oldest first
 	freed      chan struct{} // closed, and replaced, when tail moves
 }
 
-// ringRegion is a region of the ring: its end in ring order, and whether it
+// region is a region of the ring: its end in ring order, and whether it
 // was given back.
-type ringRegion struct {
+type region struct {
 	end  int64
 	back bool
 }
 
-func newRing(size int) *ring {
-	return &ring{buf: make([]byte, size), freed: make(chan struct{})}
+// New returns a ring of size bytes.
+func New(size int) *Ring {
+	return &Ring{buf: make([]byte, size), freed: make(chan struct{})}
 }
 
-// reserve returns n contiguous bytes (at most the ring's size) at the head
+// Reserve returns n contiguous bytes (at most the ring's size) at the head
 // once they are free, for the chunk commit then keeps. One goroutine
 // reserves and commits, alternately.
-func (r *ring) reserve(ctx context.Context, n int) ([]byte, error) {
+func (r *Ring) Reserve(ctx context.Context, n int) ([]byte, error) {
 	size := int64(len(r.buf))
 	if int64(n) > size {
-		return nil, fmt.Errorf("archive: internal error: chunk of %d bytes for a ring of %d", n, size)
+		return nil, fmt.Errorf("ring: internal error: chunk of %d bytes for a ring of %d", n, size)
 	}
 	for {
 		r.mu.Lock()
@@ -74,10 +78,10 @@ func (r *ring) reserve(ctx context.Context, n int) ([]byte, error) {
 	}
 }
 
-// commit keeps the first n bytes of the last reservation as a region, to
-// be given back with put(end), and returns end; n = 0 keeps nothing (and
-// put(0) does nothing).
-func (r *ring) commit(n int) int64 {
+// Commit keeps the first n bytes of the last reservation as a region, to
+// be given back with Put(end), and returns end; n = 0 keeps nothing (and
+// Put(0) does nothing).
+func (r *Ring) Commit(n int) int64 {
 	if n == 0 {
 		return 0
 	}
@@ -85,15 +89,15 @@ func (r *ring) commit(n int) int64 {
 	defer r.mu.Unlock()
 	end := r.head + int64(n)
 	if end > r.res {
-		panic("archive: ring commit beyond the reservation")
+		panic("ring: commit beyond the reservation")
 	}
 	r.head = end
-	r.regions = append(r.regions, ringRegion{end: end})
+	r.regions = append(r.regions, region{end: end})
 	return end
 }
 
-// put gives back the region that ends at end.
-func (r *ring) put(end int64) {
+// Put gives back the region that ends at end.
+func (r *Ring) Put(end int64) {
 	if end == 0 {
 		return
 	}

@@ -1,4 +1,4 @@
-package archive
+package ring
 
 import (
 	"context"
@@ -16,7 +16,7 @@ func TestRingKeepsRegionsApart(t *testing.T) {
 	done, cancel := context.WithCancel(ctx)
 	cancel()
 	const size = 64 << 10
-	r := newRing(size)
+	r := New(size)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	type live struct {
 		b   []byte
@@ -39,21 +39,21 @@ func TestRingKeepsRegionsApart(t *testing.T) {
 		n := 1 + rnd.IntN(size/4)
 		for len(regions) > 0 && rnd.IntN(3) > 0 {
 			k := rnd.IntN(len(regions))
-			r.put(regions[k].end)
+			r.Put(regions[k].end)
 			regions = append(regions[:k], regions[k+1:]...)
 		}
 		var used int
 		for _, l := range regions {
 			used += len(l.b)
 		}
-		b, err := r.reserve(done, n) // fails at once when there is no room
+		b, err := r.Reserve(done, n) // fails at once when there is no room
 		if err != nil {
 			// No room: give everything back and start over.
 			for _, l := range regions {
-				r.put(l.end)
+				r.Put(l.end)
 			}
 			regions = regions[:0]
-			if b, err = r.reserve(ctx, n); err != nil {
+			if b, err = r.Reserve(ctx, n); err != nil {
 				t.Fatal(err)
 			}
 		} else if used+n > size {
@@ -67,7 +67,7 @@ func TestRingKeepsRegionsApart(t *testing.T) {
 		for j := range b[:keep] {
 			b[j] = tag
 		}
-		if end := r.commit(keep); keep > 0 {
+		if end := r.Commit(keep); keep > 0 {
 			regions = append(regions, live{b: b[:keep], end: end, tag: tag})
 		}
 		check()
@@ -77,24 +77,24 @@ func TestRingKeepsRegionsApart(t *testing.T) {
 // TestRingReserveWaits checks that a reservation waits for room and ends
 // with the context.
 func TestRingReserveWaits(t *testing.T) {
-	r := newRing(1000)
-	if _, err := r.reserve(context.Background(), 800); err != nil {
+	r := New(1000)
+	if _, err := r.Reserve(context.Background(), 800); err != nil {
 		t.Fatal(err)
 	}
-	end := r.commit(800)
+	end := r.Commit(800)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := r.reserve(ctx, 300); err == nil {
+	if _, err := r.Reserve(ctx, 300); err == nil {
 		t.Fatal("reserved 300 bytes of a ring of 1000 holding 800")
 	}
 	go func() {
 		time.Sleep(10 * time.Millisecond)
-		r.put(end)
+		r.Put(end)
 	}()
-	if _, err := r.reserve(context.Background(), 1000); err != nil {
+	if _, err := r.Reserve(context.Background(), 1000); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.reserve(context.Background(), 1001); err == nil {
+	if _, err := r.Reserve(context.Background(), 1001); err == nil {
 		t.Fatal("reserved more than the ring holds")
 	}
 }
