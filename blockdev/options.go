@@ -29,12 +29,12 @@ const maxSegmentSize = 1 << 30
 // sector and page size in use, so that segment reads stay aligned.
 const segmentAlign = 4 * kiB
 
-// DefaultParams are the provisional chunk sizes for images: at least
-// 64 KiB, at most 1 MiB, cut where 17 fingerprint bits are zero. Disk
-// writes are small and scattered, so image chunks are smaller than file
-// chunks (chunk.FileParams); the final choice is to be measured on nightly
-// churn and recorded in the repository config. Polynomial is left zero: set
-// it from the repository config before use.
+// DefaultParams are content-defined image chunk sizes (at least 64 KiB, at
+// most 1 MiB, cut where 17 fingerprint bits are zero) that blockdev's tests
+// and benchmarks use, so that they exercise the rolling-hash paths. Backups
+// use the sizes recorded in the repository config: fixed 16 KiB by default
+// (repo.ImageChunker, chosen by measurement, docs/PERFORMANCE.md).
+// Polynomial is left zero: set it before use.
 var DefaultParams = chunk.Params{Min: 64 * kiB, Max: 1 * miB, AverageBits: 17}
 
 // maxDefaultWorkers caps the default number of save workers: more than
