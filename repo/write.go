@@ -117,6 +117,10 @@ func (s *session) init() {
 }
 
 // packer is a pack being written to a temporary file.
+// packCacher is the optional interface of a backend that caches the packs
+// it is told about (repo/backend/cache).
+type packCacher interface{ AddPacks(names ...string) }
+
 type packer struct {
 	f      *os.File
 	direct bool   // f came from the backend's CreateTempFile: SaveFile moves it
@@ -372,6 +376,13 @@ func (r *Repository) upload(ctx context.Context, p *packer, seq uint64, id pack.
 	}
 	defer func() { <-r.uploading }()
 	h := backend.Handle{Type: backend.Pack, Name: id.String()}
+	// A cache in front of a remote repository keeps the tree packs (what
+	// snapshots, ls and the next backup's parent read). Telling it about a
+	// new one before the save makes the save fill the cache, so the next
+	// run need not download it.
+	if pc, ok := r.be.(packCacher); ok && len(p.blobs) > 0 && p.blobs[0].Kind == chunk.KindTree {
+		pc.AddPacks(id.String())
+	}
 	var err error
 	if p.direct {
 		err = r.be.(fileSaver).SaveFile(ctx, h, p.f, size)
