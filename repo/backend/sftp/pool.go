@@ -163,6 +163,14 @@ func isConnError(c *conn, err error) bool {
 	if errors.Is(err, sftp.ErrSSHFxConnectionLost) || c.isDead() {
 		return true
 	}
+	// A bare io.EOF is a read at the end of a file; an EOF that pkg/sftp
+	// wrapped ("failed to send packet: EOF") is the channel gone, even
+	// before c notices that the connection died.
+	// (A failing source's EOF is the source's, not the channel's.)
+	var srcErr *sourceError
+	if errors.Is(err, io.EOF) && err != io.EOF && !errors.As(err, &srcErr) { //nolint:errorlint // the bare value is the point
+		return true
+	}
 	var se *sftp.StatusError
 	var src *sourceError
 	var re *rangeError
