@@ -379,6 +379,16 @@ func assertOneLine(t *testing.T, s string) {
 	}
 }
 
+// openUp makes dir and its parents below the temporary directory
+// reachable by every user; the temporary directory itself (/tmp, mode 1777)
+// is left as it is.
+func openUp(dir string) {
+	tmp := filepath.Clean(os.TempDir())
+	for d := dir; d != tmp && d != "/" && d != "."; d = filepath.Dir(d) {
+		_ = os.Chmod(d, 0o777)
+	}
+}
+
 func TestUnreadableFileExitsThree(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the backup as the unprivileged user nobody")
@@ -392,9 +402,7 @@ func TestUnreadableFileExitsThree(t *testing.T) {
 		}
 	}
 	// nobody needs to reach the repository and the source.
-	for d := e.repo; d != "/"; d = filepath.Dir(d) {
-		_ = os.Chmod(d, 0o777)
-	}
+	openUp(e.repo)
 	must(filepath.Walk(e.repo, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -405,9 +413,7 @@ func TestUnreadableFileExitsThree(t *testing.T) {
 	must(os.MkdirAll(src, 0o755))
 	must(os.WriteFile(filepath.Join(src, "readable"), []byte("ok"), 0o644))
 	must(os.WriteFile(filepath.Join(src, "secret"), []byte("no"), 0o600))
-	for d := base; d != "/"; d = filepath.Dir(d) {
-		_ = os.Chmod(d, 0o777)
-	}
+	openUp(base)
 	asNobody := func(c *exec.Cmd) {
 		c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 		c.Env = append(c.Env, "HOME=/tmp")
