@@ -80,6 +80,23 @@ since the parent image are recognised by hash without re-chunking.`,
 	return cmd
 }
 
+// snapshotTime is --time, or now.
+func (o *backupOptions) snapshotTime(now time.Time) (time.Time, error) {
+	if o.time == "" {
+		return now, nil
+	}
+	return parseTime(o.time)
+}
+
+// hostname is --host, or this machine's name.
+func (o *backupOptions) hostname() string {
+	if o.host != "" {
+		return o.host
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
 // parseTime accepts RFC 3339 or "YYYY-MM-DD HH:MM:SS" in local time.
 func parseTime(s string) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
@@ -111,13 +128,9 @@ func absPaths(args []string) ([]string, error) {
 
 func runBackup(ctx context.Context, g *globalOptions, o *backupOptions, args []string) error {
 	start := time.Now()
-	snapTime := start
-	if o.time != "" {
-		t, err := parseTime(o.time)
-		if err != nil {
-			return err
-		}
-		snapTime = t
+	snapTime, err := o.snapshotTime(start)
+	if err != nil {
+		return err
 	}
 	paths, err := absPaths(args)
 	if err != nil {
@@ -142,21 +155,13 @@ func runBackup(ctx context.Context, g *globalOptions, o *backupOptions, args []s
 			return err
 		}
 	}
-	host := o.host
-	if host == "" {
-		host, _ = os.Hostname()
-	}
+	host := o.hostname()
 
-	r, err := g.openRepository(ctx)
+	r, release, err := g.openForBackup(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := g.lockBackup(ctx, r)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer release()
 
 	parent, err := findParent(ctx, r, o, host, paths)
 	if err != nil {

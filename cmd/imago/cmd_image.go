@@ -44,13 +44,9 @@ func imageSourcePath(o *backupOptions, args []string) (string, error) {
 
 func runImageBackup(ctx context.Context, g *globalOptions, o *backupOptions, args []string) error {
 	start := time.Now()
-	snapTime := start
-	if o.time != "" {
-		t, err := parseTime(o.time)
-		if err != nil {
-			return err
-		}
-		snapTime = t
+	snapTime, err := o.snapshotTime(start)
+	if err != nil {
+		return err
 	}
 	path, err := imageSourcePath(o, args)
 	if err != nil {
@@ -69,21 +65,13 @@ func runImageBackup(ctx context.Context, g *globalOptions, o *backupOptions, arg
 		haveStat = syscall.Stat(path, &st) == nil
 	}
 	defer src.Close()
-	host := o.host
-	if host == "" {
-		host, _ = os.Hostname()
-	}
+	host := o.hostname()
 
-	r, err := g.openRepository(ctx)
+	r, release, err := g.openForBackup(ctx)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := g.lockBackup(ctx, r)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer release()
 
 	parent, parentNode, err := findImageParent(ctx, r, o, host, path)
 	if err != nil {

@@ -342,11 +342,24 @@ func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*
 // openShared opens the repository and takes a shared lock, for commands
 // that only read. release unlocks and closes the repository.
 func (g *globalOptions) openShared(ctx context.Context) (r *repo.Repository, release func(), err error) {
+	return g.openLocked(ctx, func(ctx context.Context, r *repo.Repository) (func(), error) {
+		return g.lockRepository(ctx, r, false)
+	})
+}
+
+// openForBackup opens the repository and takes a backup's shared lock
+// (lockBackup). release unlocks and closes the repository.
+func (g *globalOptions) openForBackup(ctx context.Context) (r *repo.Repository, release func(), err error) {
+	return g.openLocked(ctx, g.lockBackup)
+}
+
+// openLocked opens the repository and takes a lock with lock.
+func (g *globalOptions) openLocked(ctx context.Context, lock func(context.Context, *repo.Repository) (func(), error)) (r *repo.Repository, release func(), err error) {
 	r, err = g.openRepository(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	unlock, err := g.lockRepository(ctx, r, false)
+	unlock, err := lock(ctx, r)
 	if err != nil {
 		r.Close()
 		return nil, nil, err

@@ -128,3 +128,18 @@ func LoadAll(ctx context.Context, be Backend, h Handle, buf []byte) ([]byte, err
 	})
 	return buf, err
 }
+
+// CallEach calls fn for every entry of list in order, stopping at the first
+// error of fn or of ctx: the end of a List implementation that collected its
+// listing first.
+func CallEach(ctx context.Context, list []FileInfo, fn func(FileInfo) error) error {
+	for _, fi := range list {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(fi); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -131,15 +131,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 		}
 	}
 	b.mu.Unlock()
-	for _, fi := range infos {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(fi); err != nil {
-			return err
-		}
-	}
-	return nil
+	return backend.CallEach(ctx, infos, fn)
 }
 
 // Remove deletes h.

@@ -490,7 +490,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 				return fmt.Errorf("sftp: list packs: %w", err)
 			}
 			for _, list := range lists {
-				if err := callEach(ctx, list, fn); err != nil {
+				if err := backend.CallEach(ctx, list, fn); err != nil {
 					return err
 				}
 			}
@@ -506,7 +506,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	if err != nil {
 		return fmt.Errorf("sftp: list %s: %w", t, err)
 	}
-	return callEach(ctx, list, fn)
+	return backend.CallEach(ctx, list, fn)
 }
 
 // readDir returns the regular files in dir whose names start with prefix
@@ -528,19 +528,6 @@ func readDir(ctx context.Context, c *sftp.Client, dir, prefix string) ([]backend
 		list = append(list, backend.FileInfo{Name: name, Size: e.Size()})
 	}
 	return list, nil
-}
-
-// callEach calls fn for every entry of list, stopping at its first error.
-func callEach(ctx context.Context, list []backend.FileInfo, fn func(backend.FileInfo) error) error {
-	for _, fi := range list {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(fi); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Remove deletes h.
