@@ -18,12 +18,16 @@
 // digest of the whole image is computed in the same pass.
 //
 // Restore writes a content list to a Target, a regular file (kept sparse) or
-// a block device (refused when it is mounted or too small), fetching chunks
-// in parallel and verifying the image digest at the end.
+// a block device (refused when it is mounted or too small), in windows of
+// about 4 MiB of chunks: the chunks of a window are loaded together, so
+// that a repository reads those stored side by side with one ranged read,
+// several windows are loaded and written at once, and the image digest is
+// computed over the windows in order and verified at the end.
 //
 // Memory is bounded: Backup holds 4 read blocks of 1 MiB, a window of
 // Params.Max + 1.5 MiB over them, and a ring of 8 MiB (at least 2 ×
 // Params.Max) for the new chunks waiting to be saved, whatever the segment
-// size, the image size and the number of workers; Restore at most Workers
-// chunk buffers.
+// size, the image size and the number of workers; Restore Workers window
+// buffers of 4 MiB (or one chunk) and, per window, the repository's range
+// buffers (3 of 1 MiB).
 package blockdev

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"runtime"
+	"slices"
 	"sync/atomic"
 
 	"github.com/zeebo/blake3"
@@ -14,16 +14,32 @@ import (
 	"github.com/imagobackup/imago/snapshot"
 )
 
-// zeroTask is the most zeros one restore task writes for a hole on a device
-// that does not skip holes, so that a large hole is written by all workers.
-const zeroTask = 64 * miB
+// Restore windows. Restore cuts the image into windows, in order, and
+// fetches and writes several at once; the digest is computed over the
+// windows in order.
+const (
+	// windowData is the most chunk bytes a window holds (or one chunk,
+	// when a chunk is larger). The chunks of a window are loaded together,
+	// so the chunks that sit side by side in a pack are read with one
+	// ranged read (repo.Repository.LoadChunks).
+	windowData = 4 * miB
+	// windowItems bounds the extents, holes included, of one window.
+	windowItems = 4096
+	// zeroTask is the most zeros one window writes for holes on a device
+	// that does not skip them, so that a large hole is written by all
+	// windows in flight.
+	zeroTask = 64 * miB
+	// defaultWindows is the number of windows in flight by default.
+	defaultWindows = 3
+)
 
 // RestoreOptions configure Restore.
 type RestoreOptions struct {
-	// Workers is the number of chunks fetched and written in parallel;
-	// 0 means GOMAXPROCS, at least 4 (fetches wait on the repository as
-	// much as on the CPU). Memory is Workers chunk buffers (1 MiB each at
-	// the default image chunk size, at most 8 MiB).
+	// Workers is the number of windows (about 4 MiB of chunks each) loaded
+	// and written at once; 0 means 3. A repository loads each window's
+	// chunks with a few ranged reads at a time (3 at most), so a restore
+	// from a remote repository keeps up to 9 reads in flight. Memory is
+	// Workers window buffers plus the loads' 1 MiB range buffers.
 	Workers int
 	// Progress, if not nil, is updated while Restore runs.
 	Progress *RestoreProgress
@@ -44,23 +60,34 @@ type RestoreProgress struct {
 	BytesDone atomic.Uint64
 }
 
-// restoreItem is one piece of the image, in order, from the producer
-// through a fetch-and-write task to the digest.
+// restoreItem is one extent of a window: a chunk, or a hole piece.
 type restoreItem struct {
-	off  int64
-	e    snapshot.Extent // a hole piece of at most zeroTask bytes, or a chunk
-	data []byte          // a chunk's bytes, in a buffer from the pool
-	err  error
-	done chan struct{} // closed when data and err are set
+	off int64
+	e   snapshot.Extent
+	at  int // where a chunk's bytes are in the window's buffer
+}
+
+// restoreWindow is a run of consecutive extents of the image, from the
+// producer through a load-and-write task to the digest.
+type restoreWindow struct {
+	items []restoreItem
+	data  int   // chunk bytes: the length of buf
+	zeros int64 // hole bytes to write as zeros
+	buf   []byte
+	err   error
+	done  chan struct{} // closed when the window is written or failed
 }
 
 // Restore writes the image with content list c and length size (the size
-// t was opened for) to t. Data chunks are loaded through l and written by
-// up to opts.Workers tasks in parallel; holes are skipped on files and on
-// devices opened with Sparse, and written as zeros otherwise. With
-// opts.Digest set, the image is hashed in order as it is written and
-// checked against it. The target is flushed to stable storage (fsync)
-// before Restore returns. On error the target holds part of the image.
+// t was opened for) to t. The image is cut into windows of about 4 MiB of
+// chunks; up to opts.Workers windows are loaded and written at once, each
+// loading its chunks through l with few large reads (snapshot.LoadChunks)
+// and writing its runs of consecutive chunks with one write each. Holes
+// are skipped on files and on devices opened with Sparse, and written as
+// zeros otherwise. With opts.Digest set, the image is hashed in order as it
+// is written and checked against it. The target is flushed to stable
+// storage (fsync) before Restore returns. On error the target holds part of
+// the image.
 func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, size int64, t *Target, opts RestoreOptions) error {
 	r := snapshot.NewContentReader(l, c)
 	if size < 0 || r.Size() != uint64(size) {
@@ -72,85 +99,96 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 	case !t.device && size != t.size:
 		return fmt.Errorf("restore image: %s was opened for %d bytes, the image has %d", t.name, t.size, size)
 	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = max(runtime.GOMAXPROCS(0), 4)
+	windows := opts.Workers
+	if windows <= 0 {
+		windows = defaultWindows
 	}
-	workers = min(workers, maxWorkers)
+	windows = min(windows, maxWorkers)
 	progress := opts.Progress
 	if progress == nil {
 		progress = new(RestoreProgress)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	// free holds the chunk buffers; taking one is the permit to fetch, so
-	// at most workers chunks are held.
-	free := make(chan []byte, workers)
-	for range workers {
+	// free holds the window buffers; taking one is the permit to start a
+	// window, so at most windows windows are in flight.
+	free := make(chan []byte, windows)
+	for range windows {
 		free <- nil
 	}
-	// queue carries the items in image order to the digest. It is deeper
-	// than the number of buffers so that fetches keep flowing past runs of
-	// holes, which need none.
-	queue := make(chan *restoreItem, 2*workers)
+	queue := make(chan *restoreWindow, windows)
 
 	g.Go(func() error {
 		defer close(queue)
 		var tasks errgroup.Group
-		tasks.SetLimit(workers)
-		send := func(it *restoreItem) error {
+		cur := new(restoreWindow)
+		flush := func() error {
+			if len(cur.items) == 0 {
+				return nil
+			}
+			w := cur
+			cur = new(restoreWindow)
 			select {
-			case queue <- it:
+			case w.buf = <-free:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			w.buf = slices.Grow(w.buf[:0], w.data)[:w.data]
+			w.done = make(chan struct{})
+			tasks.Go(func() error {
+				defer close(w.done)
+				w.err = restoreWindowTo(gctx, l, t, w, progress)
+				return w.err
+			})
+			select {
+			case queue <- w:
 				return nil
 			case <-gctx.Done():
 				return gctx.Err()
 			}
 		}
+		add := func(it restoreItem) error {
+			cur.items = append(cur.items, it)
+			if len(cur.items) >= windowItems {
+				return flush()
+			}
+			return nil
+		}
 		err := r.Extents(gctx, 0, func(start uint64, e snapshot.Extent) error {
 			off := int64(start)
-			if e.Hole() {
-				if t.skipHoles {
-					progress.BytesSkipped.Add(e.Length)
-					it := &restoreItem{off: off, e: e, done: make(chan struct{})}
-					close(it.done)
-					return send(it)
-				}
+			switch {
+			case e.Hole() && t.skipHoles:
+				progress.BytesSkipped.Add(e.Length)
+				return add(restoreItem{off: off, e: e})
+			case e.Hole():
 				for n := int64(e.Length); n > 0; {
-					k := min(n, zeroTask)
-					it := &restoreItem{off: off, e: snapshot.Extent{Length: uint64(k)}, done: make(chan struct{})}
-					tasks.Go(func() error {
-						defer close(it.done)
-						it.err = writeZerosAt(t, it.off, k)
-						progress.BytesWritten.Add(uint64(k))
-						return it.err
-					})
-					if err := send(it); err != nil {
+					if cur.zeros == zeroTask {
+						if err := flush(); err != nil {
+							return err
+						}
+					}
+					k := min(n, zeroTask-cur.zeros)
+					cur.zeros += k
+					if err := add(restoreItem{off: off, e: snapshot.Extent{Length: uint64(k)}}); err != nil {
 						return err
 					}
 					off, n = off+k, n-k
 				}
 				return nil
-			}
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			it := &restoreItem{off: off, e: e, done: make(chan struct{})}
-			tasks.Go(func() error {
-				defer close(it.done)
-				it.data, it.err = fetch(gctx, l, it.e, buf)
-				if it.err == nil {
-					if _, err := t.f.WriteAt(it.data, it.off); err != nil {
-						it.err = fmt.Errorf("write %s at offset %d: %w", t.name, it.off, err)
+			default:
+				if cur.data > 0 && uint64(cur.data)+e.Length > windowData {
+					if err := flush(); err != nil {
+						return err
 					}
-					progress.BytesWritten.Add(it.e.Length)
 				}
-				return it.err
-			})
-			return send(it)
+				it := restoreItem{off: off, e: e, at: cur.data}
+				cur.data += int(e.Length)
+				return add(it)
+			}
 		})
+		if err == nil {
+			err = flush()
+		}
 		if terr := tasks.Wait(); err == nil {
 			err = terr
 		}
@@ -159,26 +197,24 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 
 	digest := blake3.New()
 	g.Go(func() error {
-		for it := range queue {
+		for w := range queue {
 			select {
-			case <-it.done:
+			case <-w.done:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
-			if it.err != nil {
-				return it.err
+			if w.err != nil {
+				return w.err
 			}
-			switch {
-			case opts.Digest == "":
-			case it.e.Hole():
-				hashZeros(digest, int64(it.e.Length))
-			default:
-				_, _ = digest.Write(it.data)
+			if opts.Digest != "" {
+				hashWindow(digest, w)
 			}
-			if !it.e.Hole() {
-				free <- it.data // never blocks: one slot per buffer taken
+			var n uint64
+			for _, it := range w.items {
+				n += it.e.Length
 			}
-			progress.BytesDone.Add(it.e.Length)
+			free <- w.buf // never blocks: one slot per buffer taken
+			progress.BytesDone.Add(n)
 		}
 		return nil
 	})
@@ -196,16 +232,74 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 	return nil
 }
 
-// fetch loads the data chunk of e into buf and checks its length.
-func fetch(ctx context.Context, l snapshot.ChunkLoader, e snapshot.Extent, buf []byte) ([]byte, error) {
-	data, err := l.LoadChunk(ctx, chunk.Handle{ID: e.ID, Kind: chunk.KindData}, buf)
+// restoreWindowTo loads the chunks of w into w.buf and writes w to t: each
+// run of consecutive chunks with one write, and holes as zeros unless t
+// skips them.
+func restoreWindowTo(ctx context.Context, l snapshot.ChunkLoader, t *Target, w *restoreWindow, progress *RestoreProgress) error {
+	var hs []chunk.Handle
+	var which []int // which[k]: the item of hs[k]
+	for i, it := range w.items {
+		if !it.e.Hole() {
+			hs = append(hs, chunk.Handle{ID: it.e.ID, Kind: chunk.KindData})
+			which = append(which, i)
+		}
+	}
+	err := snapshot.LoadChunks(ctx, l, hs, func(k int, plain []byte) error {
+		it := &w.items[which[k]]
+		if uint64(len(plain)) != it.e.Length {
+			return fmt.Errorf("data blob %v has %d bytes, its extent %d", it.e.ID.Short(), len(plain), it.e.Length)
+		}
+		copy(w.buf[it.at:], plain)
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("load data blob %v: %w", e.ID.Short(), err)
+		return err
 	}
-	if uint64(len(data)) != e.Length {
-		return nil, fmt.Errorf("data blob %v has %d bytes, its extent %d", e.ID.Short(), len(data), e.Length)
+	for i := 0; i < len(w.items); {
+		it := w.items[i]
+		if it.e.Hole() {
+			if !t.skipHoles {
+				if err := writeZerosAt(t, it.off, int64(it.e.Length)); err != nil {
+					return err
+				}
+				progress.BytesWritten.Add(it.e.Length)
+			}
+			i++
+			continue
+		}
+		// Chunks next to each other in the window are next to each other
+		// in the image and in the buffer.
+		j, end := i+1, it.at+int(it.e.Length)
+		for j < len(w.items) && !w.items[j].e.Hole() {
+			end += int(w.items[j].e.Length)
+			j++
+		}
+		if _, err := t.f.WriteAt(w.buf[it.at:end], it.off); err != nil {
+			return fmt.Errorf("write %s at offset %d: %w", t.name, it.off, err)
+		}
+		progress.BytesWritten.Add(uint64(end - it.at))
+		i = j
 	}
-	return data, nil
+	return ctx.Err()
+}
+
+// hashWindow adds the bytes of w, in order, to the digest.
+func hashWindow(digest *blake3.Hasher, w *restoreWindow) {
+	for i := 0; i < len(w.items); {
+		it := w.items[i]
+		if it.e.Hole() {
+			hashZeros(digest, int64(it.e.Length))
+			i++
+			continue
+		}
+		j, end := i+1, it.at+int(it.e.Length)
+		for j < len(w.items) && !w.items[j].e.Hole() {
+			end += int(w.items[j].e.Length)
+			j++
+		}
+		_, _ = digest.Write(w.buf[it.at:end])
+		i = j
+	}
 }
 
 // writeZerosAt writes n zero bytes to t at off.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/imagobackup/imago/chunk"
@@ -192,5 +193,75 @@ func TestMountedIn(t *testing.T) {
 	}
 	if _, ok := swapIn(swaps, map[devNum]string{"7:1": "/dev/loop1"}, resolve); ok {
 		t.Error("a device not used as swap was reported as swap")
+	}
+}
+
+// reverseBatch is a BatchLoader over a MemStore that loads each batch in
+// reverse order, so Restore may not rely on the order chunks arrive in; it
+// counts its calls.
+type reverseBatch struct {
+	*snapshot.MemStore
+	calls, chunks atomic.Int64 // windows load at once
+}
+
+func (b *reverseBatch) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(i int, plain []byte) error) error {
+	b.calls.Add(1)
+	b.chunks.Add(int64(len(hs)))
+	for i := len(hs) - 1; i >= 0; i-- {
+		plain, err := b.LoadChunk(ctx, hs[i], nil)
+		if err != nil {
+			return err
+		}
+		if err := fn(i, plain); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestRestoreWindows restores an image spanning many restore windows, with
+// the same chunk at many offsets and a hole longer than one window's zero
+// writes, onto a target that does not skip holes (as a device without
+// --sparse): every byte is the image's, the hole is zeros over what the
+// target held, and chunks are loaded in batches.
+func TestRestoreWindows(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "disk.img")
+	size := int64(zeroTask + 40*miB)
+	truncate(t, path, size)
+	writeAt(t, path, 0, randomBytes(7, 12*miB))
+	same := randomBytes(8, 64*kiB)
+	for off := int64(12 * miB); off < 20*miB; off += 64 * kiB {
+		writeAt(t, path, off, same) // one chunk's bytes, many times
+	}
+	writeAt(t, path, size-8*miB, randomBytes(9, 8*miB)) // after a hole of zeroTask+12 MiB
+	m := snapshot.NewMemStore()
+	res := backupPath(t, path, m, BackupOptions{Params: imageParams})
+
+	out := filepath.Join(dir, "restored.img")
+	writeAt(t, out, 0, bytes.Repeat([]byte{0xee}, int(size)))
+	tgt, err := OpenTarget(out, size, TargetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt.skipHoles = false
+	l := &reverseBatch{MemStore: m}
+	p := new(RestoreProgress)
+	err = Restore(context.Background(), l, res.Content, size, tgt, RestoreOptions{Digest: res.Digest, Progress: p})
+	tgt.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readFile(t, out), readFile(t, path)) {
+		t.Fatal("restored image differs from the source")
+	}
+	if p.BytesDone.Load() != uint64(size) || p.BytesWritten.Load() != uint64(size) || p.BytesSkipped.Load() != 0 {
+		t.Errorf("progress: done %d, written %d, skipped %d of %d", p.BytesDone.Load(), p.BytesWritten.Load(), p.BytesSkipped.Load(), size)
+	}
+	// 28 MiB of chunks in windows of windowData: a few batches, not one
+	// load per chunk.
+	calls, chunks := l.calls.Load(), l.chunks.Load()
+	if maxCalls := int64(28*miB/windowData) + 3; calls > maxCalls || chunks < 2*calls {
+		t.Errorf("%d batches for %d chunks, want at most %d", calls, chunks, maxCalls)
 	}
 }

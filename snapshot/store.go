@@ -2,6 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/imagobackup/imago/chunk"
 )
@@ -21,4 +24,66 @@ type ChunkLoader interface {
 	// LoadChunk returns the plaintext of blob h, verified against its ID,
 	// in buf (grown when too small). Safe for concurrent use.
 	LoadChunk(ctx context.Context, h chunk.Handle, buf []byte) ([]byte, error)
+}
+
+// BatchLoader is a ChunkLoader that reads many blobs at once, grouping the
+// blobs of each pack into few large reads. *repo.Repository satisfies it.
+type BatchLoader interface {
+	ChunkLoader
+	// LoadChunks loads the blobs hs and calls fn(i, plain) once for every
+	// index i of hs, in no particular order and possibly from several
+	// goroutines at once; plain is hs[i]'s plaintext, verified against its
+	// ID, and valid only during the call. A handle listed more than once
+	// is read once. The first error, of a load or of fn, stops the loads
+	// and is returned.
+	LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(i int, plain []byte) error) error
+}
+
+// loadParallel is how many blobs LoadChunks loads at once from a loader
+// that has no LoadChunks of its own.
+const loadParallel = 4
+
+// LoadChunks loads hs through l as BatchLoader.LoadChunks does: with l's
+// own LoadChunks when l is a BatchLoader, else with one LoadChunk call per
+// distinct blob, loadParallel at a time.
+func LoadChunks(ctx context.Context, l ChunkLoader, hs []chunk.Handle, fn func(i int, plain []byte) error) error {
+	if b, ok := l.(BatchLoader); ok {
+		return b.LoadChunks(ctx, hs, fn)
+	}
+	first := make(map[chunk.Handle]int, len(hs))
+	next := make([]int, len(hs)) // next[i]: the next index with hs[i]'s handle, or -1
+	var order []int              // the first index of each distinct handle
+	for i, h := range hs {
+		next[i] = -1
+		if j, ok := first[h]; ok {
+			next[i], next[j] = next[j], i
+			continue
+		}
+		first[h] = i
+		order = append(order, i)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	var taken atomic.Int64
+	for range min(loadParallel, len(order)) {
+		g.Go(func() error {
+			var buf []byte
+			for {
+				k := int(taken.Add(1) - 1)
+				if k >= len(order) {
+					return nil
+				}
+				i := order[k]
+				var err error
+				if buf, err = l.LoadChunk(gctx, hs[i], buf); err != nil {
+					return err
+				}
+				for ; i >= 0; i = next[i] {
+					if err := fn(i, buf); err != nil {
+						return err
+					}
+				}
+			}
+		})
+	}
+	return g.Wait()
 }
