@@ -24,10 +24,17 @@
 //     entries exist, so that a read-only directory still receives its files
 //     and its modification time is the one recorded in the snapshot.
 //
-// Memory is bounded: every worker holds at most one chunk buffer, and chunks
-// are at most 8 MiB (chunk.FileParams' maximum), so the chunk buffers in use
-// never exceed Options.Workers × 8 MiB, plus one 1 MiB read buffer per worker
-// while verifying.
+// Content is loaded in batches: the data extents of consecutive files, up
+// to 4 MiB or 32 extents, are loaded with one snapshot.LoadChunks call, so
+// that a repository reads chunks stored side by side (the small files of a
+// directory, the chunks of a large file) with one ranged read.
+//
+// Memory is bounded: Options.Workers/2 batches run at once, each with a few
+// loads that hold one chunk buffer each (and a repository's 1 MiB range
+// buffer); chunks are at most 8 MiB (chunk.FileParams' maximum), so the
+// chunk buffers in use stay near Options.Workers × 8 MiB at worst, plus one
+// 1 MiB read buffer per batch while verifying. A batch keeps its files (at
+// most 32) open until it is written.
 //
 // A repository error (a chunk that fails to load or does not match its
 // extent) aborts the restore with an error naming the file; its temporary

@@ -2,6 +2,7 @@ package restore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,17 +15,8 @@ import (
 	"github.com/imagobackup/imago/snapshot"
 )
 
-// maxPooledBuf is the largest chunk buffer kept for reuse: pack.MaxBlobSize
-// (12 MiB), which no stored blob exceeds.
-const maxPooledBuf = 12 << 20
-
-// chunkBufs holds chunk buffers. A worker holds at most one at a time, so
-// with chunks of at most 8 MiB the buffers in use never exceed
-// Workers × 8 MiB.
-var chunkBufs = sync.Pool{New: func() any { return new([]byte) }}
-
 // fileJob is one regular file being restored. Its extents are written by
-// the restorer's workers; whoever drops the last reference (pending reaches
+// the restorer's batches; whoever drops the last reference (pending reaches
 // zero) finishes the file: verify, metadata, rename, or removal on failure.
 type fileJob struct {
 	r        *restorer
@@ -74,8 +66,8 @@ func (r *restorer) restoreFile(ctx context.Context, p, dst string, n *snapshot.N
 	return err
 }
 
-// queueExtents hands each data extent of n to a worker; holes are only
-// counted, the Truncate has made them already.
+// queueExtents adds each data extent of n to the batch being collected;
+// holes are only counted, the Truncate has made them already.
 func (r *restorer) queueExtents(ctx context.Context, j *fileJob, n *snapshot.Node) error {
 	var end uint64
 	err := snapshot.NewContentReader(r.l, n.Content).Extents(ctx, 0, func(start uint64, e snapshot.Extent) error {
@@ -91,7 +83,11 @@ func (r *restorer) queueExtents(ctx context.Context, j *fileJob, n *snapshot.Nod
 			return err
 		}
 		j.pending.Add(1)
-		r.g.Go(func() error { return j.writeExtent(ctx, start, e) })
+		r.batch = append(r.batch, batchExtent{j: j, start: start, e: e})
+		r.batchBytes += e.Length
+		if r.batchBytes >= batchBytes || len(r.batch) >= batchExtents {
+			r.dispatch(ctx)
+		}
 		return nil
 	})
 	if err == nil && end != n.Size {
@@ -106,37 +102,102 @@ func (r *restorer) progressBytes(n uint64) {
 	}
 }
 
-// writeExtent loads one data extent and writes it at start. It runs on a
-// worker and drops the extent's reference when done.
-func (j *fileJob) writeExtent(ctx context.Context, start uint64, e snapshot.Extent) error {
-	err := j.write(ctx, start, e)
-	if err != nil {
-		j.failed.Store(true)
-		if ctx.Err() == nil {
-			err = fmt.Errorf("restore %s at offset %d: %w", j.path, start, err)
+// Batches. The walker collects the data extents of consecutive files into
+// batches, and each batch is loaded with one snapshot.LoadChunks call, so
+// that a repository reads the chunks of many small files, stored side by
+// side in a pack, with one ranged read instead of one read per file.
+const (
+	// batchBytes closes a batch once its extents hold this many bytes.
+	batchBytes = 4 << 20
+	// batchExtents closes a batch of this many extents: each keeps its file
+	// open until the batch is written.
+	batchExtents = 32
+	// workersPerBatch divides Options.Workers to give the batches in
+	// flight. A batch runs up to 3 loads at once (repo.Repository's
+	// LoadChunks; the fallback 4) but fewer near its end, while it waits
+	// for its slowest load, so 2 workers a batch keep about Workers loads
+	// busy.
+	workersPerBatch = 2
+)
+
+// batchExtent is one data extent of a batch.
+type batchExtent struct {
+	j     *fileJob
+	start uint64
+	e     snapshot.Extent
+}
+
+// dispatch hands the batch collected so far to a worker.
+func (r *restorer) dispatch(ctx context.Context) {
+	if len(r.batch) == 0 {
+		return
+	}
+	b := r.batch
+	r.batch, r.batchBytes = nil, 0
+	r.g.Go(func() error { return r.writeBatch(ctx, b) })
+}
+
+// writeError marks an error of writing a loaded extent, which names its
+// file already.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+// writeBatch loads the chunks of b and writes each where its extents
+// belong, then drops the batch's references to its files, finishing those
+// whose last extent it held. A file whose extent failed is marked failed
+// and removed when finished.
+func (r *restorer) writeBatch(ctx context.Context, b []batchExtent) error {
+	hs := make([]chunk.Handle, len(b))
+	for i, x := range b {
+		hs[i] = chunk.Handle{ID: x.e.ID, Kind: chunk.KindData}
+	}
+	written := make([]bool, len(b))
+	err := snapshot.LoadChunks(ctx, r.l, hs, func(i int, data []byte) error {
+		x := b[i]
+		if err := x.j.write(x.start, x.e, data); err != nil {
+			return writeError{fmt.Errorf("restore %s at offset %d: %w", x.j.path, x.start, err)}
+		}
+		written[i] = true
+		return nil
+	})
+	var we writeError
+	if err != nil && !errors.As(err, &we) && ctx.Err() == nil {
+		// A chunk failed to load: load the unwritten extents one by one,
+		// to name the file whose chunk it is (and to write the others if
+		// the failure has passed).
+		err = nil
+		var buf []byte
+		for i, x := range b {
+			if written[i] {
+				continue
+			}
+			var lerr error
+			buf, lerr = r.l.LoadChunk(ctx, hs[i], buf[:0])
+			if lerr == nil {
+				lerr = x.j.write(x.start, x.e, buf)
+			}
+			if lerr != nil {
+				err = fmt.Errorf("restore %s at offset %d: %w", x.j.path, x.start, lerr)
+				break
+			}
+			written[i] = true
 		}
 	}
-	if ferr := j.release(ctx); err == nil {
-		err = ferr
+	for i, x := range b {
+		if !written[i] {
+			x.j.failed.Store(true)
+		}
+		if ferr := x.j.release(ctx); err == nil {
+			err = ferr
+		}
 	}
 	return err
 }
 
-func (j *fileJob) write(ctx context.Context, start uint64, e snapshot.Extent) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	bp := chunkBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPooledBuf {
-			chunkBufs.Put(bp)
-		}
-	}()
-	data, err := j.r.l.LoadChunk(ctx, chunk.Handle{ID: e.ID, Kind: chunk.KindData}, (*bp)[:0])
-	if err != nil {
-		return err
-	}
-	*bp = data
+// write writes data, the chunk of extent e, at start.
+func (j *fileJob) write(start uint64, e snapshot.Extent, data []byte) error {
 	if uint64(len(data)) != e.Length {
 		return fmt.Errorf("chunk %v holds %d bytes, the content list says %d", e.ID.Short(), len(data), e.Length)
 	}
@@ -205,4 +266,14 @@ func (j *fileJob) finish(ctx context.Context) error {
 func (j *fileJob) discard() {
 	_ = j.f.Close()
 	_ = os.Remove(j.tmp)
+}
+
+// dropBatch fails the files of the batch collected so far, which will not
+// be dispatched because the walk failed.
+func (r *restorer) dropBatch(ctx context.Context) {
+	for _, x := range r.batch {
+		x.j.failed.Store(true)
+		_ = x.j.release(ctx)
+	}
+	r.batch, r.batchBytes = nil, 0
 }

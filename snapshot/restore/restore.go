@@ -21,7 +21,8 @@ import (
 
 // DefaultWorkers is the number of parallel chunk fetches when
 // Options.Workers is not set: enough requests in flight to hide a remote
-// backend's latency, at 8 × 8 MiB = 64 MiB of chunk buffers at most.
+// backend's latency (4 batches of up to 3 loads), at about 8 × 8 MiB =
+// 64 MiB of chunk buffers at most.
 const DefaultWorkers = 8
 
 // tempPrefix starts the names of files being restored; a crash leaves only
@@ -41,8 +42,10 @@ type Options struct {
 	// Verify reads every restored file back and compares it with the
 	// snapshot before renaming it into place.
 	Verify bool
-	// Workers bounds the number of chunks fetched and written at once
-	// (DefaultWorkers when zero or negative). Chunk buffers take at most
+	// Workers bounds, about, the number of chunks fetched at once
+	// (DefaultWorkers when zero or negative): chunks are loaded in
+	// batches of up to 4 MiB, Workers/2 batches at a time, each with a
+	// few loads in flight. Chunk buffers take at most about
 	// Workers × 8 MiB.
 	Workers int
 	// Progress, if not nil, is updated while Run works; another goroutine
@@ -112,10 +115,15 @@ func Run(ctx context.Context, l snapshot.ChunkLoader, root chunk.ID, target stri
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Workers)
+	g.SetLimit(max(1, opts.Workers/workersPerBatch))
 	r.g = g
 	w := &walker{l: l, include: opts.Include, enter: r.enter, leave: r.leave}
 	walkErr := w.walkTree(gctx, []chunk.ID{root}, "/", false)
+	if walkErr == nil {
+		r.dispatch(gctx)
+	} else {
+		r.dropBatch(gctx)
+	}
 	if err := g.Wait(); err != nil {
 		return r.result(), err
 	}
@@ -146,7 +154,13 @@ type restorer struct {
 	isRoot bool // lchown is attempted only as root
 	g      *errgroup.Group
 
-	// links, hardLinks and dirs are used by the walking goroutine only.
+	// batch is the data extents collected for the next batch, holding
+	// batchBytes bytes (see dispatch).
+	batch      []batchExtent
+	batchBytes uint64
+
+	// links, hardLinks, dirs and batch are used by the walking goroutine
+	// only.
 	links     map[linkKey]string // first restored link → its destination
 	hardLinks []hardLink         // links to create after all files are written
 	dirs      []dirMeta          // directories in post-order
