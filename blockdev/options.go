@@ -39,7 +39,7 @@ var DefaultParams = chunk.Params{Min: 64 * kiB, Max: 1 * miB, AverageBits: 17}
 
 // maxDefaultWorkers caps the default number of save workers: more than
 // four rarely help, because the single chunker, the reads and the in-order
-// digest bound the pipeline.
+// digest (one core each at most) bound the pipeline.
 const maxDefaultWorkers = 4
 
 // maxWorkers bounds Workers.
@@ -63,10 +63,12 @@ type BackupOptions struct {
 	// Params.Max and at most 1 GiB.
 	SegmentSize int64
 	// Workers is the number of new chunks compressed, sealed and saved in
-	// parallel (the ChunkSaver's work); 0 means GOMAXPROCS, at most 4. The
-	// image is read and chunked by one goroutine each. Backup's own memory
-	// does not depend on Workers nor on SegmentSize (see backup.run): 15
-	// MiB with the default chunk sizes.
+	// parallel (the ChunkSaver's work), and of goroutines that share the
+	// hashing of the parent's chunks checked against the image; 0 means
+	// GOMAXPROCS, at most 4. The image is chunked by one goroutine and
+	// hashed into its digest by another. Backup's own memory does not
+	// depend on Workers nor on SegmentSize (see backup.run): 19 MiB with
+	// the default chunk sizes.
 	Workers int
 	// Parent is the content list of the parent image, or nil. It must
 	// have been made with the same Params and SegmentSize: only then does

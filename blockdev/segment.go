@@ -26,13 +26,7 @@ type worker struct {
 	win    window
 	split  *chunk.Splitter
 	parent []parentExtent
-
-	// miss remembers the last chunk reuse hashed without a match, so that
-	// the chunker finding the same chunk does not hash it again.
-	miss struct {
-		off, n uint64
-		id     chunk.ID
-	}
+	ids    idBatch
 }
 
 // parentExtent is an extent of the parent image and its offset.
@@ -41,10 +35,13 @@ type parentExtent struct {
 	snapshot.Extent
 }
 
-func newWorker(b *backup, sv *saver, free chan<- []byte, items <-chan item) *worker {
+func newWorker(b *backup, sv *saver, free chan<- *block, items <-chan item) *worker {
 	w := &worker{b: b, sv: sv}
 	w.win.init(int(b.opts.Params.Max)+splitterBuffer+readBlock, free, items)
-	w.split = chunk.NewSplitter(&w.win, b.opts.Params)
+	if !b.fixed {
+		w.split = chunk.NewSplitter(&w.win, b.opts.Params)
+	}
+	w.ids.hashers = b.opts.Workers
 	return w
 }
 
@@ -87,6 +84,7 @@ func (w *worker) process(ctx context.Context, seg *segment) error {
 			continue
 		}
 		w.win.reset()
+		w.ids.reset()
 		n, err := w.chunkRange(ctx, seg, &cur, uint64(sp.Offset))
 		if err != nil {
 			return err
@@ -262,8 +260,17 @@ func (w *worker) reuse(ctx context.Context, seg *segment, cur *cursor, i int, po
 	if l > maxLen {
 		return 0, nil
 	}
-	// One byte more tells whether the span goes on after the chunk.
-	d, err := w.win.get(ctx, pos, int(l)+1)
+	if err := w.hashAhead(ctx, cur, i, pos); err != nil {
+		return 0, err
+	}
+	// One byte more tells whether the span goes on after a chunk shorter
+	// than Max (a chunk of Max bytes is cut there in any case); not asking
+	// for it keeps a chunk at the end of a block in place (window.get).
+	n := int(l)
+	if l != maxLen {
+		n++
+	}
+	d, err := w.win.get(ctx, pos, n)
 	if err != nil {
 		return 0, err
 	}
@@ -274,8 +281,7 @@ func (w *worker) reuse(ctx context.Context, seg *segment, cur *cursor, i int, po
 	if uint64(len(d)) > l && l != maxLen && (l < minLen || !w.cutByContent(cur, i, c)) {
 		return 0, nil
 	}
-	if id := w.b.hasher.HashChunk(c); id != p.ID || chunk.IsZero(c) {
-		w.miss.off, w.miss.n, w.miss.id = p.start, l, id
+	if w.chunkID(p.start, c) != p.ID || chunk.IsZero(c) {
 		return 0, nil
 	}
 	seg.st.reused += l
@@ -307,8 +313,12 @@ func (w *worker) cutByContent(cur *cursor, i int, c []byte) bool {
 // ends. It returns the bytes covered.
 func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, pos, start uint64) (uint64, error) {
 	from := pos
-	w.win.seek(ctx, pos)
-	w.split.Reset(&w.win)
+	next := w.cutFixed
+	if !w.b.fixed {
+		w.win.seek(ctx, pos)
+		w.split.Reset(&w.win)
+		next = func(_ context.Context, _ uint64, buf []byte) ([]byte, error) { return w.split.Next(buf) }
+	}
 	i := cur.at(start + pos) // the parent extent starting at pos, or -1
 	for {
 		if err := ctx.Err(); err != nil {
@@ -320,7 +330,7 @@ func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, pos, start 
 		if err != nil {
 			return 0, err
 		}
-		c, err := w.split.Next(buf)
+		c, err := next(ctx, pos, buf)
 		if err == nil && len(c) > len(buf) {
 			err = fmt.Errorf("chunk of %d bytes, more than the maximum %d", len(c), len(buf))
 		}
@@ -330,6 +340,9 @@ func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, pos, start 
 		}
 		if err != nil {
 			w.sv.skip()
+			if w.b.fixed {
+				return 0, err // the window's: the reader's or the context's
+			}
 			if err := w.win.err; err != nil {
 				return 0, err // the reader's or the context's, not the data's
 			}
@@ -355,6 +368,23 @@ func (w *worker) cdc(ctx context.Context, seg *segment, cur *cursor, pos, start 
 			return pos - from, err
 		}
 	}
+}
+
+// cutFixed is the splitter for fixed-size chunks (Params.Min = Max): from
+// a cut at span offset pos, the next chunk is the next Max bytes, fewer at
+// the span's end, io.EOF after it; restic/chunker cuts exactly there too.
+// It copies the chunk from the window straight into buf (Max bytes), where
+// the splitter copied it twice and ran the rolling hash over 64 bytes of
+// every chunk, to no effect.
+func (w *worker) cutFixed(ctx context.Context, pos uint64, buf []byte) ([]byte, error) {
+	d, err := w.win.get(ctx, pos, len(buf))
+	if err != nil {
+		return nil, err
+	}
+	if len(d) == 0 {
+		return nil, io.EOF
+	}
+	return buf[:copy(buf, d)], nil
 }
 
 // zeroScan reads the data span from offset pos, which is at a cut, as long
@@ -433,10 +463,58 @@ func (w *worker) emitChunk(ctx context.Context, seg *segment, cur *cursor, i int
 }
 
 // sameAs reports whether chunk c at image offset off has ID id, using the
-// hash reuse computed for it when there is one.
+// hash hashAhead computed for it when there is one.
 func (w *worker) sameAs(off uint64, c []byte, id chunk.ID) bool {
-	if w.miss.off == off && w.miss.n == uint64(len(c)) {
-		return w.miss.id == id
+	return w.chunkID(off, c) == id
+}
+
+// chunkID returns the ID of chunk c at image offset off: hashed ahead
+// when it is a parent extent's (hashAhead), else hashed now.
+func (w *worker) chunkID(off uint64, c []byte) chunk.ID {
+	if id, ok := w.ids.lookup(off, uint64(len(c))); ok {
+		return id
 	}
-	return w.b.hasher.HashChunk(c) == id
+	return w.b.hasher.HashChunk(c)
+}
+
+// hashAhead makes sure the ID of the bytes under parent data extent i,
+// which starts at span offset pos, is known (chunkID), hashing them
+// together with those under the parent data extents that follow it
+// contiguously, as far as the window reaches: reuse needs them next on an
+// unchanged image. The chunker hashed every reused chunk itself, on one
+// core; as a batch, the hashing is split between up to Workers
+// goroutines, the chunker's own included. The result does not change: the
+// IDs are those of the image's bytes, whichever goroutine hashes them.
+func (w *worker) hashAhead(ctx context.Context, cur *cursor, i int, pos uint64) error {
+	first := cur.ext[i]
+	if _, ok := w.ids.lookup(first.start, first.Length); ok || pos < w.win.keep {
+		return nil
+	}
+	// A batch must fit the window from pos (the committed offset, see
+	// chunkRange) with the byte after it that reuse looks at; it stays in
+	// the current block, if the first chunk is in it, so that it is hashed
+	// in place.
+	budget := uint64(len(w.win.buf)) - (pos - w.win.keep) - 1
+	if a := w.win.inPlace(pos); a >= first.Length {
+		budget = min(budget, a)
+	}
+	maxLen := uint64(w.b.opts.Params.Max)
+	var total uint64
+	j := i
+	for ; j < len(cur.ext); j++ {
+		e := cur.ext[j]
+		if e.Hole() || e.Length > maxLen || e.start != first.start+total || total+e.Length > budget {
+			break
+		}
+		total += e.Length
+	}
+	if j == i {
+		return nil
+	}
+	d, err := w.win.get(ctx, pos, int(total))
+	if err != nil {
+		return err
+	}
+	w.ids.hash(w.b.hasher, cur.ext[i:j], d)
+	return nil
 }

@@ -37,7 +37,8 @@ type Source struct {
 	// they measure the pipeline rather than the disk.
 	keepCache bool
 	// afterRead, when set (by tests), is called after every read of n bytes
-	// at off, before the next.
+	// at off (a block of Backup's reader, in order, before it is passed
+	// on; off is -1 for a stream).
 	afterRead func(off int64, n int)
 }
 
@@ -188,7 +189,8 @@ func (s *Source) ranges(from, to int64, dst []Range) ([]Range, error) {
 
 // readAt fills p with the source's bytes at off, in aligned reads of at most
 // readSize bytes, dropping the page cache behind each. A short read wraps
-// ErrSourceChanged. Only for files and devices.
+// ErrSourceChanged. Only for files and devices; Backup's readers call it
+// concurrently for different blocks.
 func (s *Source) readAt(ctx context.Context, p []byte, off int64) error {
 	for len(p) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -198,13 +200,8 @@ func (s *Source) readAt(ctx context.Context, p []byte, off int64) error {
 		// aligned after an unaligned start.
 		n := min(int64(len(p)), readSize-off%readSize)
 		got, err := s.f.ReadAt(p[:n], off)
-		if got > 0 {
-			if !s.keepCache {
-				dropCache(s.f, off, int64(got))
-			}
-			if s.afterRead != nil {
-				s.afterRead(off, got)
-			}
+		if got > 0 && !s.keepCache {
+			dropCache(s.f, off, int64(got))
 		}
 		if int64(got) < n {
 			if err == nil || err == io.EOF {

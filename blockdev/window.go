@@ -27,10 +27,10 @@ type window struct {
 	keep uint64 // committed: the bytes before keep are not needed
 	rd   uint64 // Read's offset
 
-	free  chan<- []byte
+	free  chan<- *block
 	items <-chan item
 	blk   []byte // the part of the current block not yet in buf
-	block []byte // the current block's buffer, given back when it is used up
+	block *block // the current block, released when it is used up
 	last  bool   // the current block is the span's last
 	ended bool   // the span's last byte is in buf (or was)
 
@@ -42,7 +42,7 @@ type window struct {
 	err error
 }
 
-func (w *window) init(size int, free chan<- []byte, items <-chan item) {
+func (w *window) init(size int, free chan<- *block, items <-chan item) {
 	w.buf = make([]byte, size)
 	w.free, w.items = free, items
 }
@@ -71,11 +71,24 @@ func (w *window) commit(off uint64) {
 
 // get returns the span's bytes [off, off+n), fewer only at the span's end
 // (none at or after it). The result is valid until the next call.
+//
+// Where every byte in buf is committed and the range lies in the current
+// block, the result is a slice of the block itself (inPlace): on an
+// unchanged or new image of fixed-size chunks aligned in the blocks,
+// nothing is copied into buf at all. Copying every byte cost ~10% of the
+// CPU of a nightly backup.
 func (w *window) get(ctx context.Context, off uint64, n int) ([]byte, error) {
 	if off < w.keep || off+uint64(n)-w.keep > uint64(len(w.buf)) {
 		return nil, fmt.Errorf("image backup: internal error: window [%d, +%d) outside [%d, +%d)", off, n, w.keep, len(w.buf))
 	}
-	for w.base+uint64(w.n) < off+uint64(n) && !w.ended {
+	for {
+		if w.inPlace(off) >= uint64(n) {
+			k := off - w.base
+			return w.blk[k : k+uint64(n)], nil
+		}
+		if w.base+uint64(w.n) >= off+uint64(n) || w.ended {
+			break
+		}
 		if err := w.fill(ctx); err != nil {
 			return nil, err
 		}
@@ -85,12 +98,28 @@ func (w *window) get(ctx context.Context, off uint64, n int) ([]byte, error) {
 	return w.buf[lo-w.base : hi-w.base], nil
 }
 
+// inPlace returns how many bytes from off get can return from the current
+// block without copying them into buf: when buf holds no byte that is
+// still needed, it is emptied, and the block's bytes before keep dropped.
+func (w *window) inPlace(off uint64) uint64 {
+	start := w.base + uint64(w.n) // the offset of blk[0]
+	if w.keep < start || w.keep-start > uint64(len(w.blk)) {
+		return 0
+	}
+	w.blk = w.blk[w.keep-start:]
+	w.base, w.n = w.keep, 0
+	if off < w.base || off > w.base+uint64(len(w.blk)) {
+		return 0
+	}
+	return w.base + uint64(len(w.blk)) - off
+}
+
 // fill appends the next bytes of the span, dropping the bytes before keep
 // when the window is full.
 func (w *window) fill(ctx context.Context) error {
 	if len(w.blk) == 0 {
 		if w.block != nil {
-			w.free <- w.block // never blocks: the buffer came from free
+			w.block.release(w.free)
 			w.block = nil
 			if w.last {
 				w.ended = true
@@ -102,7 +131,7 @@ func (w *window) fill(ctx context.Context) error {
 			if !ok || it.seg != nil {
 				return fmt.Errorf("image backup: internal error: data span ended early")
 			}
-			w.block, w.blk, w.last = it.buf, it.buf[:it.n], it.last
+			w.block, w.blk, w.last = it.blk, it.data(), it.last
 		case <-ctx.Done():
 			return ctx.Err()
 		}
