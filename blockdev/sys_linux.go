@@ -96,6 +96,28 @@ func adviseSequential(f *os.File) {
 	_ = control(f, func(fd int) error { return unix.Fadvise(fd, 0, 0, unix.FADV_SEQUENTIAL) })
 }
 
+// openDirect opens f again with O_DIRECT and flag (os.O_RDONLY for a
+// source, os.O_WRONLY for a restore target), through /proc/self/fd so that
+// it is f's file whatever happened to its path since, or returns nil when
+// that is not possible here: O_DIRECT refused (some file systems), no
+// /proc, or a device whose logical blocks are larger than directAlign. The
+// caller then reads or writes f only, through the page cache.
+func openDirect(f *os.File, flag int, device bool) *os.File {
+	path := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	fd, err := unix.Open(path, flag|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	if device {
+		bs, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
+		if err != nil || bs <= 0 || directAlign%bs != 0 {
+			_ = unix.Close(fd)
+			return nil
+		}
+	}
+	return os.NewFile(uintptr(fd), f.Name())
+}
+
 // openDeviceExclusive opens the block device path for writing with O_EXCL,
 // which Linux refuses with EBUSY while the device is mounted or claimed by
 // another driver (device mapper, md, swap).
