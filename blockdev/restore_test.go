@@ -265,3 +265,53 @@ func TestRestoreWindows(t *testing.T) {
 		t.Errorf("%d batches for %d chunks, want at most %d", calls, chunks, maxCalls)
 	}
 }
+
+// TestRestoreDirectWrites restores images of fixed and content-defined
+// chunks, of a size that is no multiple of 4 KiB and with data after a
+// hole at an odd offset, onto a file: the aligned runs go around the page
+// cache with O_DIRECT, the rest through it, and the result is the image.
+// When the kernel refuses direct writes (forced here), all of it goes
+// through the page cache, just as correct.
+func TestRestoreDirectWrites(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "disk.img")
+	size := int64(9*miB + 1234)
+	truncate(t, path, size)
+	writeAt(t, path, 0, randomBytes(11, 5*miB))
+	writeAt(t, path, 6*miB+777, randomBytes(12, int(size-6*miB-777)))
+	want := readFile(t, path)
+	fixed := chunk.Params{Polynomial: testPol, Min: 16 * kiB, Max: 16 * kiB, AverageBits: 14}
+	for _, tc := range []struct {
+		name   string
+		params chunk.Params
+		einval bool
+	}{{"fixed", fixed, false}, {"content-defined", imageParams, false}, {"refused", fixed, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := snapshot.NewMemStore()
+			res := backupPath(t, path, m, BackupOptions{Params: tc.params})
+			out := filepath.Join(t.TempDir(), "restored.img")
+			tgt, err := OpenTarget(out, size, TargetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tgt.Close()
+			if tgt.direct == nil {
+				t.Fatal("O_DIRECT refused on the test's file system (ext4 and tmpfs accept it)")
+			}
+			tgt.testDirectEINVAL = tc.einval
+			if err := Restore(context.Background(), m, res.Content, size, tgt, RestoreOptions{Digest: res.Digest}); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(readFile(t, out), want) {
+				t.Fatal("restored image differs from the source")
+			}
+			direct := tgt.directBytes.Load()
+			switch {
+			case tc.einval && direct != 0:
+				t.Errorf("%d bytes written directly after the kernel refused", direct)
+			case tc.name == "fixed" && direct < 8*miB:
+				t.Errorf("%d of ~9 MiB of aligned chunks written directly", direct)
+			}
+		})
+	}
+}
