@@ -262,40 +262,50 @@ func restoreWindowTo(ctx context.Context, l snapshot.ChunkLoader, t *Target, w *
 	if err != nil {
 		return err
 	}
-	for i := 0; i < len(w.items); {
-		it := w.items[i]
-		if it.e.Hole() {
-			if !t.skipHoles {
-				if err := writeZerosAt(t, it.off, int64(it.e.Length)); err != nil {
-					return err
-				}
-				progress.BytesWritten.Add(it.e.Length)
+	err = w.eachRun(func(off int64, hole uint64, data []byte) error {
+		switch {
+		case data != nil:
+			if err := t.writeAt(data, off); err != nil {
+				return err
 			}
-			i++
-			continue
+			progress.BytesWritten.Add(uint64(len(data)))
+		case !t.skipHoles:
+			if err := writeZerosAt(t, off, int64(hole)); err != nil {
+				return err
+			}
+			progress.BytesWritten.Add(hole)
 		}
-		// Chunks next to each other in the window are next to each other
-		// in the image and in the buffer.
-		j, end := i+1, it.at+int(it.e.Length)
-		for j < len(w.items) && !w.items[j].e.Hole() {
-			end += int(w.items[j].e.Length)
-			j++
-		}
-		if err := t.writeAt(w.buf[it.at:end], it.off); err != nil {
-			return err
-		}
-		progress.BytesWritten.Add(uint64(end - it.at))
-		i = j
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return ctx.Err()
 }
 
 // hashWindow adds the bytes of w, in order, to the digest.
 func hashWindow(digest *blake3.Hasher, w *restoreWindow) {
+	_ = w.eachRun(func(_ int64, hole uint64, data []byte) error {
+		if data == nil {
+			hashZeros(digest, int64(hole))
+		} else {
+			_, _ = digest.Write(data)
+		}
+		return nil
+	})
+}
+
+// eachRun calls fn, in order, for each hole of w (hole bytes at off, data
+// nil) and each run of consecutive chunks (their bytes in w.buf): chunks
+// next to each other in the window are next to each other in the image
+// and in the buffer, so that a run is written or hashed with one call.
+func (w *restoreWindow) eachRun(fn func(off int64, hole uint64, data []byte) error) error {
 	for i := 0; i < len(w.items); {
 		it := w.items[i]
 		if it.e.Hole() {
-			hashZeros(digest, int64(it.e.Length))
+			if err := fn(it.off, it.e.Length, nil); err != nil {
+				return err
+			}
 			i++
 			continue
 		}
@@ -304,9 +314,12 @@ func hashWindow(digest *blake3.Hasher, w *restoreWindow) {
 			end += int(w.items[j].e.Length)
 			j++
 		}
-		_, _ = digest.Write(w.buf[it.at:end])
+		if err := fn(it.off, 0, w.buf[it.at:end]); err != nil {
+			return err
+		}
 		i = j
 	}
+	return nil
 }
 
 // writeZerosAt writes n zero bytes to t at off.

@@ -45,18 +45,10 @@ var loadBufPool sync.Pool
 // opened and its plaintext hashed before fn sees it; unverified data is
 // never passed on. fn runs on up to loadWorkers goroutines at once.
 func (r *Repository) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(i int, plain []byte) error) error {
-	// first maps each distinct handle to its first index in hs; next
-	// chains the later indices of the same handle.
-	first := make(map[chunk.Handle]int, len(hs))
-	next := make([]int, len(hs))
+	rep := chunk.GroupRepeats(hs)
 	byPack := make(map[pack.ID][]repackBlob)
-	for i, h := range hs {
-		next[i] = -1
-		if j, ok := first[h]; ok {
-			next[i], next[j] = next[j], i
-			continue
-		}
-		first[h] = i
+	for _, i := range rep.Order {
+		h := hs[i]
 		loc, ok := r.idx.Lookup(h)
 		if !ok {
 			return fmt.Errorf("repo: load %v blob %v: not in the index", h.Kind, h.ID.Short())
@@ -106,12 +98,7 @@ func (r *Repository) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(
 				}
 				j := jobs[k]
 				err := r.loadRange(gctx, j.pack, j.rg, b, func(h chunk.Handle, plain []byte) error {
-					for i := first[h]; i >= 0; i = next[i] {
-						if err := fn(i, plain); err != nil {
-							return err
-						}
-					}
-					return nil
+					return rep.Each(rep.First[h], func(i int) error { return fn(i, plain) })
 				})
 				if err != nil {
 					return err

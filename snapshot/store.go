@@ -50,18 +50,8 @@ func LoadChunks(ctx context.Context, l ChunkLoader, hs []chunk.Handle, fn func(i
 	if b, ok := l.(BatchLoader); ok {
 		return b.LoadChunks(ctx, hs, fn)
 	}
-	first := make(map[chunk.Handle]int, len(hs))
-	next := make([]int, len(hs)) // next[i]: the next index with hs[i]'s handle, or -1
-	var order []int              // the first index of each distinct handle
-	for i, h := range hs {
-		next[i] = -1
-		if j, ok := first[h]; ok {
-			next[i], next[j] = next[j], i
-			continue
-		}
-		first[h] = i
-		order = append(order, i)
-	}
+	rep := chunk.GroupRepeats(hs)
+	order := rep.Order
 	g, gctx := errgroup.WithContext(ctx)
 	var taken atomic.Int64
 	for range min(loadParallel, len(order)) {
@@ -77,10 +67,8 @@ func LoadChunks(ctx context.Context, l ChunkLoader, hs []chunk.Handle, fn func(i
 				if buf, err = l.LoadChunk(gctx, hs[i], buf); err != nil {
 					return err
 				}
-				for ; i >= 0; i = next[i] {
-					if err := fn(i, buf); err != nil {
-						return err
-					}
+				if err := rep.Each(i, func(i int) error { return fn(i, buf) }); err != nil {
+					return err
 				}
 			}
 		})
