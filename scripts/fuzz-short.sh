@@ -14,7 +14,17 @@ while IFS= read -r line; do
 	echo "fuzz $dir $name ($FUZZTIME)"
 	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$dir" >/tmp/imago-fuzz.$$ 2>&1; then
 		cat /tmp/imago-fuzz.$$
-		status=1
+		# Go before 1.27 can fail a run whose -fuzztime ends while a
+		# worker is mid-call, with a bare "context deadline exceeded"
+		# and no input (go.dev/issue/75804). A real finding always
+		# writes its input to testdata/fuzz; only that, or any other
+		# failure, fails this script.
+		if grep -q 'context deadline exceeded' /tmp/imago-fuzz.$$ &&
+			! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' /tmp/imago-fuzz.$$; then
+			echo "fuzz $dir $name: the fuzztime deadline race of Go's fuzzer (go.dev/issue/75804), no failing input: not a failure"
+		else
+			status=1
+		fi
 	fi
 done < <(grep -rEn --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' . | sort)
 rm -f /tmp/imago-fuzz.$$
