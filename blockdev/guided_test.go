@@ -164,12 +164,7 @@ func TestGuidedEqualsFull(t *testing.T) {
 			guidedOpts.Parent, guidedOpts.ParentLoader = &parent.Content, m
 			guided := backupPath(t, path, m, guidedOpts)
 			checkSame(t, m, full, guided)
-			if got := dump(t, m, guided.Content); !bytes.Equal(got, want) {
-				t.Fatalf("guided image reads back differently (%d bytes, want %d)", len(got), len(want))
-			}
-			if guided.Digest != blake3Hex(want) {
-				t.Errorf("digest %s, want %s", guided.Digest, blake3Hex(want))
-			}
+			checkReadsBack(t, m, guided, want)
 			if guided.BytesReused == 0 {
 				t.Errorf("nothing reused from the parent")
 			}

@@ -154,3 +154,15 @@ func blake3Hex(b []byte) string {
 	s := blake3.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// checkReadsBack checks that the image res reads back as want from m and
+// that its digest is want's.
+func checkReadsBack(t testing.TB, m *snapshot.MemStore, res *BackupResult, want []byte) {
+	t.Helper()
+	if got := dump(t, m, res.Content); !bytes.Equal(got, want) {
+		t.Fatalf("guided image reads back differently (%d bytes, want %d)", len(got), len(want))
+	}
+	if res.Digest != blake3Hex(want) {
+		t.Errorf("digest %s, want %s", res.Digest, blake3Hex(want))
+	}
+}
