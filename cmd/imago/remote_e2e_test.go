@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -225,29 +223,6 @@ func closedPort(t *testing.T) int {
 	return port
 }
 
-// newKeyFile writes a fresh ed25519 private key that no server knows and
-// returns its path and public key.
-func newKeyFile(t *testing.T) (string, ssh.PublicKey) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "id_other")
-	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p, sp
-}
-
 func TestSFTPRepositoryLifecycle(t *testing.T) {
 	e, _, dir := newSFTPEnv(t)
 	remoteLifecycle(t, e, func() int64 { return dirSize(t, dir) })
@@ -269,7 +244,8 @@ func TestSFTPFailures(t *testing.T) {
 	e.mustRun("backup", src)
 
 	home := strings.TrimPrefix(e.extraEnv[0], "HOME=")
-	otherKey, otherPub := newKeyFile(t)
+	otherKey := filepath.Join(t.TempDir(), "id_other")
+	otherPub := sftptest.WriteKey(t, otherKey)
 	mismatch := filepath.Join(t.TempDir(), "known_hosts")
 	line := fmt.Sprintf("[%s]:%d %s", srv.Host, srv.Port, bytes.TrimSpace(ssh.MarshalAuthorizedKey(otherPub)))
 	if err := os.WriteFile(mismatch, []byte(line+"\n"), 0o600); err != nil {

@@ -3,8 +3,6 @@ package sftp_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -31,23 +29,8 @@ import (
 // the public key.
 func newKey(t *testing.T) (string, ssh.PublicKey) {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	name := filepath.Join(t.TempDir(), "id_ed25519")
-	if err := os.WriteFile(name, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return name, sshPub
+	return name, sftptest.WriteKey(t, name)
 }
 
 // checkConnectError checks that opening cfg fails with an error wrapping

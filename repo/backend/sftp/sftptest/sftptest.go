@@ -92,9 +92,9 @@ func StartServer(t testing.TB) *Server {
 	dir := t.TempDir()
 	s := &Server{Host: "127.0.0.1", User: u.Username, dir: dir, conf: filepath.Join(dir, "sshd_config")}
 
-	hostKey := writeKey(t, filepath.Join(dir, "host_ed25519"))
+	hostKey := WriteKey(t, filepath.Join(dir, "host_ed25519"))
 	s.HostKey = hostKey
-	userKey := writeKey(t, filepath.Join(dir, "user_ed25519"))
+	userKey := WriteKey(t, filepath.Join(dir, "user_ed25519"))
 	s.KeyFile = filepath.Join(dir, "user_ed25519")
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(userKey), 0o600); err != nil {
 		t.Fatal(err)
@@ -126,9 +126,9 @@ func StartServer(t testing.TB) *Server {
 	return s
 }
 
-// writeKey writes a new ed25519 private key in OpenSSH format to name and
-// returns its public key.
-func writeKey(t testing.TB, name string) ssh.PublicKey {
+// WriteKey writes a new ed25519 private key in OpenSSH format to name and
+// returns its public key; tests use it for keys no server knows.
+func WriteKey(t testing.TB, name string) ssh.PublicKey {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
