@@ -11,12 +11,8 @@ SIZE=${1:-1GiB}
 WORK=${WORK:-/tmp/imago-bench}
 cd "$(dirname "$0")/.."
 
-need=()
-command -v restic >/dev/null || need+=(restic)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+need_packages restic=restic /usr/bin/time=time
 
 make -s build
 IMAGO=$PWD/imago

@@ -11,12 +11,8 @@ set -euo pipefail
 SIZE_MIB=${1:-2048}
 WORK=${WORK:-/tmp/imago-image-bench}
 cd "$(dirname "$0")/.."
-need=()
-command -v restic >/dev/null || need+=(restic)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+need_packages restic=restic /usr/bin/time=time
 make -s build
 IMAGO=$PWD/imago
 rm -rf "$WORK" && mkdir -p "$WORK"

@@ -54,13 +54,8 @@ OUT=${OUT:-bench/results/image-nightly-$(date +%F).md}
 UUID=6a1e9b4c-0d3f-4e2a-9c57-2b8f1d6e7a90
 EPOCH=1767225600 # 2026-01-01, the fake time of mkfs and debugfs
 
-need=()
-command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || need+=(e2fsprogs)
-command -v restic >/dev/null || need+=(restic)
-[ -x /usr/bin/time ] || need+=(time)
-if [ ${#need[@]} -gt 0 ]; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+need_packages mkfs.ext4=e2fsprogs debugfs=e2fsprogs restic=restic /usr/bin/time=time
 
 bytes_of() { # 2GiB -> 2147483648
 	local s=$1 m=1

@@ -15,13 +15,8 @@ SIZE=${1:-512MiB}
 WORK=${WORK:-/tmp/imago-remote-bench}
 cd "$(dirname "$0")/.."
 
-need=()
-command -v restic >/dev/null || need+=(restic)
-[ -x /usr/bin/time ] || need+=(time)
-command -v ssh >/dev/null || need+=(openssh-client)
-if [ ${#need[@]} -gt 0 ]; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/lib.sh
+need_packages restic=restic /usr/bin/time=time ssh=openssh-client
 if [ ! -x /usr/sbin/sshd ] || { ! command -v versitygw >/dev/null && [ ! -x "$(go env GOPATH)/bin/versitygw" ]; }; then
 	echo "sshd or versitygw missing: run scripts/install-test-deps.sh" >&2
 	exit 1
