@@ -61,7 +61,9 @@ func (r *Repository) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(
 	}
 	var jobs []job
 	for id, bs := range byPack {
-		ranges, err := loadRanges(bs)
+		// The pack's size is not known without a Stat; a range past its
+		// end fails the Load instead.
+		ranges, err := repackRanges(bs, math.MaxInt64, loadMaxRange)
 		if err != nil {
 			return fmt.Errorf("repo: load from pack %v: %w; run check", id.Short(), err)
 		}
@@ -107,30 +109,6 @@ func (r *Repository) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(
 		})
 	}
 	return g.Wait()
-}
-
-// loadRanges is repackRanges with loadMaxRange: the blobs of one pack,
-// sorted by offset, split into ranges read by one Load each.
-func loadRanges(bs []repackBlob) ([][]repackBlob, error) {
-	// The pack's size is not known without a Stat; a range past its end
-	// fails the Load instead.
-	ranges, err := repackRanges(bs, math.MaxInt64)
-	if err != nil {
-		return nil, err
-	}
-	var out [][]repackBlob
-	for _, rg := range ranges {
-		// repackRanges bounds ranges by repackMaxRange; cut them again.
-		start := 0
-		for i := 1; i < len(rg); i++ {
-			if rg[i].end()-int64(rg[start].off) > loadMaxRange {
-				out = append(out, rg[start:i])
-				start = i
-			}
-		}
-		out = append(out, rg[start:])
-	}
-	return out, nil
 }
 
 // loadRange reads the blobs rg of pack id, and the gaps between them, with

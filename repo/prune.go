@@ -313,7 +313,7 @@ func (p *PrunePlan) planCopies(r *Repository) error {
 	})
 	p.copy = make(map[pack.ID][][]repackBlob, len(p.repack))
 	for _, id := range p.repack {
-		ranges, err := repackRanges(blobs[id], p.packs[id].size)
+		ranges, err := repackRanges(blobs[id], p.packs[id].size, repackMaxRange)
 		if err != nil {
 			return fmt.Errorf("repo: prune: pack %v: %w; run check", id.Short(), err)
 		}
@@ -340,9 +340,9 @@ func (p *PrunePlan) copied(h chunk.Handle, loc index.Location) bool {
 
 // repackRanges sorts the blobs of one pack of size bytes by offset and
 // splits them into ranges whose gaps are below repackMaxGap and that are
-// at most repackMaxRange long (or one blob). Blobs that overlap or end
-// past the pack (an index that does not match the pack) are an error.
-func repackRanges(bs []repackBlob, size int64) ([][]repackBlob, error) {
+// at most maxRange long (or one blob). Blobs that overlap or end past the
+// pack (an index that does not match the pack) are an error.
+func repackRanges(bs []repackBlob, size, maxRange int64) ([][]repackBlob, error) {
 	slices.SortFunc(bs, func(a, b repackBlob) int { return cmp.Compare(a.off, b.off) })
 	var ranges [][]repackBlob
 	start := 0
@@ -357,7 +357,7 @@ func repackRanges(bs []repackBlob, size int64) ([][]repackBlob, error) {
 		if int64(b.off) < prev {
 			return nil, fmt.Errorf("index locates blobs %v and %v overlapping at %d", bs[i-1].h.ID.Short(), b.h.ID.Short(), b.off)
 		}
-		if int64(b.off)-prev >= repackMaxGap || b.end()-int64(bs[start].off) > repackMaxRange {
+		if int64(b.off)-prev >= repackMaxGap || b.end()-int64(bs[start].off) > maxRange {
 			ranges = append(ranges, bs[start:i])
 			start = i
 		}

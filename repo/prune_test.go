@@ -594,7 +594,7 @@ func TestRepackRanges(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ranges, err := repackRanges(c.blobs, c.size)
+			ranges, err := repackRanges(c.blobs, c.size, repackMaxRange)
 			if (err != nil) != c.wantErr {
 				t.Fatalf("error %v, want error: %v", err, c.wantErr)
 			}
