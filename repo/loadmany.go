@@ -99,8 +99,8 @@ func (r *Repository) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(
 					return nil
 				}
 				j := jobs[k]
-				err := r.loadRange(gctx, j.pack, j.rg, b, func(h chunk.Handle, plain []byte) error {
-					return rep.Each(rep.First[h], func(i int) error { return fn(i, plain) })
+				err := r.loadRange(gctx, j.pack, j.rg, b, func(bl repackBlob, _, plain []byte) error {
+					return rep.Each(rep.First[bl.h], func(i int) error { return fn(i, plain) })
 				})
 				if err != nil {
 					return err
@@ -113,8 +113,9 @@ func (r *Repository) LoadChunks(ctx context.Context, hs []chunk.Handle, fn func(
 
 // loadRange reads the blobs rg of pack id, and the gaps between them, with
 // one ranged Load into b.rg, then opens and verifies each blob in turn and
-// passes its plaintext to fn.
-func (r *Repository) loadRange(ctx context.Context, id pack.ID, rg []repackBlob, b *repackBuffers, fn func(h chunk.Handle, plain []byte) error) error {
+// passes its sealed bytes and its plaintext to fn. LoadChunks and prune's
+// repacking read packs through it.
+func (r *Repository) loadRange(ctx context.Context, id pack.ID, rg []repackBlob, b *repackBuffers, fn func(bl repackBlob, stored, plain []byte) error) error {
 	start := int64(rg[0].off)
 	n := int(rg[len(rg)-1].end() - start)
 	b.rg = slices.Grow(b.rg[:0], n)[:n]
@@ -138,7 +139,7 @@ func (r *Repository) loadRange(ctx context.Context, id pack.ID, rg []repackBlob,
 		if err != nil {
 			return fmt.Errorf("repo: load %v blob %v from pack %v: %w", bl.h.Kind, bl.h.ID.Short(), id.Short(), err)
 		}
-		if err := fn(bl.h, b.plain); err != nil {
+		if err := fn(bl, stored, b.plain); err != nil {
 			return err
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/bits"
 	"slices"
@@ -609,70 +608,44 @@ type repackBuffers struct {
 func (e *pruneExec) repack(ctx, sessionCtx context.Context, id pack.ID, b *repackBuffers) error {
 	for _, rg := range e.p.copy[id] {
 		if err := e.repackRange(ctx, sessionCtx, id, rg, b); err != nil {
-			return fmt.Errorf("pack %v: %w", id.Short(), err)
+			return err // names the pack
 		}
 	}
 	return nil
 }
 
-// repackRange reads the blobs rg of pack id (in offset order) and the
-// gaps between them with one ranged Load into b.rg. Then each blob is
-// opened and its plaintext hashed (verify on read) before its sealed bytes
-// go to the write session unchanged.
+// repackRange reads the blobs rg of pack id (in offset order) and the gaps
+// between them with one ranged Load (Repository.loadRange, which opens
+// each blob and hashes its plaintext: verify on read) and copies each
+// blob's sealed bytes to the write session unchanged.
 func (e *pruneExec) repackRange(ctx, sessionCtx context.Context, id pack.ID, rg []repackBlob, b *repackBuffers) error {
 	r := e.r
-	start := int64(rg[0].off)
-	n := int(rg[len(rg)-1].end() - start)
-	b.rg = slices.Grow(b.rg[:0], n)[:n]
 	e.loads.Add(1)
-	h := backend.Handle{Type: backend.Pack, Name: id.String()}
-	// The callback starts over at b.rg[0] when a retrying backend calls it
-	// again.
-	err := r.be.Load(ctx, h, n, start, func(rd io.Reader) error {
-		got, err := io.ReadFull(rd, b.rg)
-		e.bytesRead.Add(int64(got))
-		r.stats.bytesDownloaded.Add(int64(got))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("read %d bytes at %d: %w", n, start, err)
-	}
-	for _, bl := range rg {
-		stored := b.rg[int64(bl.off)-start : bl.end()-start]
-		codec, err := e.verifyBlob(bl.h, stored, b)
-		if err != nil {
-			return fmt.Errorf("blob %v: %w", bl.h.ID.Short(), err)
-		}
+	err := r.loadRange(ctx, id, rg, b, func(bl repackBlob, stored, plain []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.addBlob(sessionCtx, bl.h, stored, len(b.plain), codec); err != nil {
+		if err := r.addBlob(sessionCtx, bl.h, stored, len(plain), storedCodec(stored, plain, r.key.Overhead())); err != nil {
 			return fmt.Errorf("copy blob %v: %w", bl.h.ID.Short(), err)
 		}
+		return nil
+	})
+	if err == nil {
+		e.bytesRead.Add(rg[len(rg)-1].end() - int64(rg[0].off))
 	}
-	return nil
+	return err
 }
 
-// verifyBlob opens stored, the sealed blob h, into b.plain, checks that
-// the plaintext hashes to h.ID, and returns the blob's codec. The codec
-// follows from the lengths (docs/FORMAT.md): a stored blob is the sealed
-// codec byte ‖ payload, and a compressed payload is kept only when it is
-// shorter than the plaintext, so the payload has the plaintext's length
-// exactly when it is not compressed.
-func (e *pruneExec) verifyBlob(h chunk.Handle, stored []byte, b *repackBuffers) (pack.Codec, error) {
-	r := e.r
-	var err error
-	b.plain, err = pack.DecodeBlob(b.plain[:0], r.key, h, stored)
-	if err != nil {
-		return 0, err
+// storedCodec returns the codec of stored, a sealed blob whose plaintext is
+// plain. It follows from the lengths (docs/FORMAT.md): a stored blob is
+// the sealed codec byte ‖ payload, and a compressed payload is kept only
+// when it is shorter than the plaintext, so the payload has the
+// plaintext's length exactly when it is not compressed.
+func storedCodec(stored, plain []byte, overhead int) pack.Codec {
+	if len(stored) == len(plain)+1+overhead {
+		return pack.CodecNone
 	}
-	if got := r.hasher.Sum(b.plain); got != h.ID {
-		return 0, fmt.Errorf("content hashes to %v (damaged)", got.Short())
-	}
-	if len(stored) == len(b.plain)+1+r.key.Overhead() {
-		return pack.CodecNone, nil
-	}
-	return pack.CodecZstd, nil
+	return pack.CodecZstd
 }
 
 // writeReplacements stores index files that list the packs of the files to
