@@ -85,7 +85,7 @@ func (r *restorer) queueExtents(ctx context.Context, j *fileJob, n *snapshot.Nod
 		j.pending.Add(1)
 		r.batch = append(r.batch, batchExtent{j: j, start: start, e: e})
 		r.batchBytes += e.Length
-		if r.batchBytes >= batchBytes || len(r.batch) >= batchExtents {
+		if r.batchBytes >= maxBatchBytes || len(r.batch) >= maxBatchExtents {
 			r.dispatch(ctx)
 		}
 		return nil
@@ -107,11 +107,11 @@ func (r *restorer) progressBytes(n uint64) {
 // that a repository reads the chunks of many small files, stored side by
 // side in a pack, with one ranged read instead of one read per file.
 const (
-	// batchBytes closes a batch once its extents hold this many bytes.
-	batchBytes = 4 << 20
-	// batchExtents closes a batch of this many extents: each keeps its file
+	// maxBatchBytes closes a batch once its extents hold this many bytes.
+	maxBatchBytes = 4 << 20
+	// maxBatchExtents closes a batch of this many extents: each keeps its file
 	// open until the batch is written.
-	batchExtents = 32
+	maxBatchExtents = 32
 	// workersPerBatch divides Options.Workers to give the batches in
 	// flight. A batch runs up to 3 loads at once (repo.Repository's
 	// LoadChunks; the fallback 4) but fewer near its end, while it waits
