@@ -1,7 +1,9 @@
 package index
 
 import (
+	"encoding/binary"
 	mrand "math/rand/v2"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -19,20 +21,11 @@ const benchBlobs = 10_000_000
 // bytes, adds about 6 bytes per blob.
 const blobsPerPack = 256
 
-// benchIndex is built once per process: it takes seconds.
-var benchIndex = sync.OnceValue(func() (r struct {
-	x           *Index
-	sample      []chunk.Handle
-	bytesPerBlb float64
-	build       time.Duration
-}) {
+// fillBench adds benchBlobs blobs to x, in packs of blobsPerPack, and
+// returns a sample of them.
+func fillBench(x *Index) (sample []chunk.Handle) {
 	rnd := mrand.NewChaCha8([32]byte{1})
 	entries := make([]pack.Entry, blobsPerPack)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	start := time.Now()
-	x := New()
 	for n := 0; n < benchBlobs; n += blobsPerPack {
 		var id pack.ID
 		_, _ = rnd.Read(id[:])
@@ -47,16 +40,42 @@ var benchIndex = sync.OnceValue(func() (r struct {
 			e.Offset, e.Length = off, 65536+41
 			off += e.Length
 			if n%(benchBlobs/65536) == 0 && i == 0 {
-				r.sample = append(r.sample, e.Handle)
+				sample = append(sample, e.Handle)
 			}
 		}
 		x.Add(id, entries)
 	}
+	return sample
+}
+
+// heapInuse returns the bytes of the heap in use after a collection.
+func heapInuse() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// benchIndex is built once per process: it takes seconds.
+var benchIndex = sync.OnceValue(func() (r struct {
+	x           *Index
+	sample      []chunk.Handle
+	bytesPerBlb float64
+	inusePerBlb float64
+	build       time.Duration
+}) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	x := New()
+	r.sample = fillBench(x)
 	r.build = time.Since(start)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	r.x = x
 	r.bytesPerBlb = float64(after.HeapAlloc-before.HeapAlloc-uint64(cap(r.sample))*33) / float64(x.Len())
+	r.inusePerBlb = float64(after.HeapInuse-before.HeapInuse) / float64(x.Len())
 	return r
 })
 
@@ -75,7 +94,95 @@ func BenchmarkIndexLookup(b *testing.B) {
 	// Loop resets user metrics when it starts, so report them after it.
 	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "lookups/s")
 	b.ReportMetric(bi.bytesPerBlb, "bytes/blob")
+	b.ReportMetric(bi.inusePerBlb, "heap-inuse/blob")
 	b.ReportMetric(bi.build.Seconds(), "build-s")
+}
+
+// BenchmarkIndexLookupAbsent looks up blobs that are not in the index of
+// BenchmarkIndexLookup, as a backup of new data does.
+func BenchmarkIndexLookupAbsent(b *testing.B) {
+	bi := benchIndex()
+	rnd := mrand.New(mrand.NewPCG(3, 4))
+	b.ReportAllocs()
+	for b.Loop() {
+		if bi.x.Has(randomHandle(rnd)) {
+			b.Fatal("random blob found")
+		}
+	}
+}
+
+// randomHandle returns a data handle of which only the first 16 ID bytes
+// are random; they decide where a lookup searches.
+func randomHandle(r *mrand.Rand) chunk.Handle {
+	h := chunk.Handle{Kind: chunk.KindData}
+	binary.LittleEndian.PutUint64(h.ID[:], r.Uint64())
+	binary.LittleEndian.PutUint64(h.ID[8:], r.Uint64())
+	return h
+}
+
+// BenchmarkLookupDisk builds the index of BenchmarkIndexLookup with
+// NewInDir, persists it and looks blobs up in the mapped file. It reports
+// the heap in use per blob after the build (spilled runs) and after
+// Persist, and, where the system tells, the bytes of the mapping that
+// lookups have made resident.
+func BenchmarkLookupDisk(b *testing.B) {
+	dir := b.TempDir()
+	before := heapInuse()
+	start := time.Now()
+	x := NewInDir(dir)
+	defer x.Close()
+	sample := fillBench(x)
+	build := time.Since(start)
+	n := float64(x.Len())
+	built := float64(heapInuse()-before) / n
+	// Before Persist, the blobs are in several disk runs and the heap.
+	b.Run("spilled-absent", func(b *testing.B) {
+		rnd := mrand.New(mrand.NewPCG(3, 4))
+		for b.Loop() {
+			if x.Has(randomHandle(rnd)) {
+				b.Fatal("random blob found")
+			}
+		}
+		runs := diskRuns(x)
+		b.ReportMetric(float64(runs[0]), "data-runs")
+	})
+	if err := x.Persist(filepath.Join(dir, "index"), nil); err != nil {
+		b.Fatal(err)
+	}
+	persisted := float64(heapInuse()-before) / n
+	data := x.disk[0][0].m.data
+	report := func(b *testing.B) {
+		b.ReportMetric(built, "heap-built/blob")
+		b.ReportMetric(persisted, "heap-persisted/blob")
+		b.ReportMetric(build.Seconds(), "build-s")
+		if rss, ok := residentBytes(data); ok {
+			b.ReportMetric(float64(rss)/n, "resident/blob")
+		}
+	}
+	b.Run("present", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, ok := x.Lookup(sample[i%len(sample)]); !ok {
+				b.Fatal("known blob not found")
+			}
+			i++
+		}
+		report(b)
+	})
+	b.Run("absent", func(b *testing.B) {
+		// Start from nothing resident, so that what is resident at the
+		// end is what the lookups touched.
+		dontNeed(data)
+		rnd := mrand.New(mrand.NewPCG(3, 4))
+		b.ReportAllocs()
+		for b.Loop() {
+			if x.Has(randomHandle(rnd)) {
+				b.Fatal("random blob found")
+			}
+		}
+		report(b)
+	})
 }
 
 // BenchmarkIndexAdd adds packs of 256 blobs to an index, including the

@@ -53,3 +53,27 @@ func newSmall(recentMax, midMinMax int) *Index {
 func wantLoc(p pack.ID, e pack.Entry) Location {
 	return Location{Pack: p, Offset: e.Offset, Length: e.Length}
 }
+
+// newSmallInDir returns an Index that spills to dir with tiny thresholds,
+// so that a few thousand blobs make several disk runs.
+func newSmallInDir(dir string) *Index {
+	x := NewInDir(dir)
+	shrink(x)
+	return x
+}
+
+// shrink lowers the thresholds of x as newSmallInDir does.
+func shrink(x *Index) {
+	x.recentMax, x.midMinMax = 64, 64
+	x.spillMin, x.spillRatio = 60, 2
+}
+
+// diskRuns returns the number of disk runs of each kind of x.
+func diskRuns(x *Index) (n [numKinds]int) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for k := range numKinds {
+		n[k] = len(x.disk[k])
+	}
+	return n
+}

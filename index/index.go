@@ -60,38 +60,57 @@ type loc struct {
 
 // Index maps blob handles to locations. It is safe for concurrent use.
 //
-// Each kind has two sorted runs of fixed 39-byte records (see run): a main
-// run and a mid run of at most about 1/8 of its size, plus a map of the most
-// recently added blobs. Adds go to the map; a full map is merged into the
-// mid run, and a large mid run into the main run, so merge costs are
-// amortised while memory stays at 39 bytes per blob plus a few MiB of fixed
-// tables and about 100 bytes per pack. Lookup checks all three; Add and
-// RemovePacks hold the lock exclusively, also while they merge (a merge of
-// the main run of 10 million blobs takes a few hundred milliseconds).
+// Each kind has two sorted runs of fixed 39-byte records on the heap (see
+// run): a main run and a mid run of at most about 1/8 of its size, plus a
+// map of the most recently added blobs. Adds go to the map; a full map is
+// merged into the mid run, and a large mid run into the main run, so merge
+// costs are amortised. An Index from New keeps everything there: 39 bytes
+// per blob plus a few MiB of fixed tables and about 100 bytes per pack.
+//
+// An Index from NewInDir or OpenFile also has disk runs (see diskRun): a
+// main run that outgrows spillMin is merged into a new file-backed run, so
+// the heap holds at most about 40 MiB of records per kind however many
+// blobs there are, and lookups keep about 4 bytes per blob of the mappings
+// resident (their tags). The sizes of disk runs grow geometrically (see
+// spillRatio), so there are few of them.
+//
+// Lookup checks the map, then the runs; a handle is in at most one of them.
+// Add, RemovePacks and Persist hold the lock exclusively, also while they
+// merge (a merge of the main run of 10 million blobs takes a few hundred
+// milliseconds; a spill writes its run to a file).
 type Index struct {
 	mu sync.RWMutex
 	// The fields below are guarded by mu.
 	main, mid [numKinds]run
+	disk      [numKinds][]*diskRun // oldest first, each spillRatio times the next at least
 	recent    map[chunk.Handle]packedLoc
 	segs      []segment       // sorted by base, non-overlapping
 	latest    map[pack.ID]int // index in segs of each pack's newest segment
 	next      uint64          // the first unused position
 	n         int             // number of blobs
+	dir       string          // where disk runs are written; "" keeps them on the heap
+	failed    [numKinds]int   // size of the main run at the last failed spill
 
-	// Limits, constant after New; tests lower them to exercise merges
-	// and compaction with few blobs.
+	// Limits, constant after New; tests lower them to exercise merges,
+	// spills and compaction with few blobs.
 	recentMax, midMinMax int
+	spillMin, spillRatio int
 	posLimit             uint64
 }
 
-// New returns an empty Index.
-func New() *Index {
+// New returns an empty Index that keeps everything on the heap.
+func New() *Index { return newIndex("") }
+
+func newIndex(dir string) *Index {
 	return &Index{
-		recent:    make(map[chunk.Handle]packedLoc),
-		latest:    make(map[pack.ID]int),
-		recentMax: recentMax,
-		midMinMax: midMinMax,
-		posLimit:  maxPos,
+		recent:     make(map[chunk.Handle]packedLoc),
+		latest:     make(map[pack.ID]int),
+		dir:        dir,
+		recentMax:  recentMax,
+		midMinMax:  midMinMax,
+		spillMin:   spillMin,
+		spillRatio: spillRatio,
+		posLimit:   maxPos,
 	}
 }
 
@@ -170,6 +189,9 @@ func (x *Index) flushLocked() {
 		if x.mid[k].len() > max(x.midMinMax, x.main[k].len()/midRatio) {
 			x.main[k] = merge(&x.main[k], &x.mid[k])
 			x.mid[k] = run{}
+			if x.dir != "" && x.main[k].len() >= max(x.spillMin, 2*x.failed[k]) {
+				x.spillLocked(k)
+			}
 		}
 	}
 	clear(x.recent)
@@ -196,7 +218,15 @@ func (x *Index) findLocked(h chunk.Handle) (loc, bool) {
 	if l, ok := x.mid[k].find(&h.ID); ok {
 		return l, true
 	}
-	return x.main[k].find(&h.ID)
+	if l, ok := x.main[k].find(&h.ID); ok {
+		return l, true
+	}
+	for i := len(x.disk[k]) - 1; i >= 0; i-- {
+		if l, ok := x.disk[k][i].find(&h.ID); ok {
+			return l, true
+		}
+	}
+	return loc{}, false
 }
 
 // Has reports whether blob h is in the index.
@@ -239,7 +269,8 @@ func (x *Index) segmentOfLocked(pos uint64) int {
 
 // Each calls fn for every blob in the index, in no particular order, until fn
 // returns false. It holds a read lock while it runs: fn must not call methods
-// of the Index.
+// of the Index. It reads disk runs sequentially and releases their pages
+// behind it, so a pass over all blobs does not leave them resident.
 func (x *Index) Each(fn func(h chunk.Handle, loc Location) bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -254,8 +285,14 @@ func (x *Index) Each(fn func(h chunk.Handle, loc Location) bool) {
 	}
 	for k := range numKinds {
 		kind := chunk.Kind(k + 1)
+		fn := func(id *chunk.ID, l loc) bool { return visit(chunk.Handle{ID: *id, Kind: kind}, l) }
 		for _, r := range []*run{&x.mid[k], &x.main[k]} {
-			if !r.each(func(id *chunk.ID, l loc) bool { return visit(chunk.Handle{ID: *id, Kind: kind}, l) }) {
+			if !r.each(nil, fn) {
+				return
+			}
+		}
+		for _, d := range x.disk[k] {
+			if !d.each(newSweep(d.recs), fn) {
 				return
 			}
 		}
@@ -281,7 +318,8 @@ func (x *Index) Packs() []pack.ID {
 // RemovePacks forgets the packs in set and every blob located in them. A blob
 // also stored in a pack that is not removed is forgotten too if the index
 // kept its location in a removed pack; prune re-adds the packs it keeps. It
-// costs O(blobs × log packs).
+// costs O(blobs × log packs); the disk runs of a kind are read once and
+// written to one new run (or to the heap for an Index without a directory).
 func (x *Index) RemovePacks(set map[pack.ID]struct{}) {
 	if len(set) == 0 {
 		return
@@ -293,7 +331,8 @@ func (x *Index) RemovePacks(set map[pack.ID]struct{}) {
 
 // rebuildLocked drops the segments of the packs in remove and the blobs in
 // them, and if compact is set assigns the remaining segments new, dense
-// positions. Runs stay sorted: records are filtered and rewritten in place.
+// positions. Runs stay sorted: records on the heap are filtered and
+// rewritten in place, and disk runs are streamed into a new one.
 func (x *Index) rebuildLocked(remove map[pack.ID]struct{}, compact bool) {
 	// newBase[i] is the new base of segment i, or ^0 if it is removed.
 	newBase := make([]uint64, len(x.segs))
@@ -319,20 +358,23 @@ func (x *Index) rebuildLocked(remove map[pack.ID]struct{}, compact bool) {
 		}
 		return pos - x.segs[i].base + newBase[i], true
 	}
-	x.n = 0
 	for h, pl := range x.recent {
 		l := getPacked(pl[:])
 		if p, ok := move(l.pos); ok {
 			x.recent[h] = loc{pos: p, length: l.length}.packed()
-			x.n++
 		} else {
 			delete(x.recent, h)
 		}
 	}
+	x.n = len(x.recent)
 	for k := range numKinds {
 		for _, r := range []*run{&x.main[k], &x.mid[k]} {
 			r.filter(move)
-			x.n += r.len()
+		}
+		x.rebuildDiskLocked(k, move)
+		x.n += x.main[k].len() + x.mid[k].len()
+		for _, d := range x.disk[k] {
+			x.n += d.len()
 		}
 	}
 	x.segs = keep

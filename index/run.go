@@ -222,14 +222,17 @@ func merge(a, b *run) run {
 }
 
 // each calls fn for every record until fn returns false, and reports
-// whether it ran to the end.
-func (r *run) each(fn func(id *chunk.ID, l loc) bool) bool {
+// whether it ran to the end. sw, if not nil, follows the pass over a mapped
+// run.
+func (r *run) each(sw *sweep, fn func(id *chunk.ID, l loc) bool) bool {
 	if r.starts == nil {
 		return true
 	}
+	defer sw.finish()
 	var id chunk.ID
 	for bk := range numBuckets {
 		id[0], id[1] = byte(bk>>8), byte(bk)
+		sw.at(int(r.starts[bk]) * recSize)
 		for i := r.starts[bk]; i < r.starts[bk+1]; i++ {
 			rec := r.recs[int(i)*recSize : int(i+1)*recSize]
 			copy(id[bucketBytes:], rec[:suffixSize])
