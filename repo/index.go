@@ -45,6 +45,12 @@ func (f *indexFiles) record(name string, packs []index.PackBlobs) {
 	for i, p := range packs {
 		ids[i] = p.ID
 	}
+	f.recordIDs(name, ids)
+}
+
+// recordIDs notes that index file name, listing the packs ids, is part of
+// the index; ids must not be modified afterwards.
+func (f *indexFiles) recordIDs(name string, ids []pack.ID) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.files == nil {
@@ -80,15 +86,20 @@ func (f *indexFiles) reset() {
 	f.files = nil
 }
 
-// LoadIndex loads every index file into the in-memory index, indexLoaders
-// at a time. A damaged index file gives an error naming it. Loading the same
-// file twice is harmless, and so is a pack listed by several files (as a
-// prune that was interrupted leaves): a blob keeps its first location.
+// LoadIndex loads every index file into the index, indexLoaders at a time.
+// A damaged index file gives an error naming it. Loading the same file twice
+// is harmless, and so is a pack listed by several files (as a prune that was
+// interrupted leaves): a blob keeps its first location. With
+// OpenOptions.IndexDir the index lives in local files (see indexFileName);
+// LoadIndex must then run before anything uses the index, and at most once.
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	r.indexLoaded.Store(true)
 	names, err := r.listIndexFiles(ctx)
 	if err != nil {
 		return err
+	}
+	if r.indexDir != "" && r.idx.Len() == 0 {
+		return r.loadIndexLocal(ctx, r.indexDir, names)
 	}
 	return r.loadIndexFiles(ctx, names)
 }

@@ -55,6 +55,11 @@ type OpenOptions struct {
 	// command line wraps remote backends in a local cache keyed by
 	// cfg.ID this way.
 	WrapBackend func(cfg Config, be backend.Backend) backend.Backend
+	// IndexDir, if set, is called once the config is open; when it returns
+	// a folder, the index is kept in files there instead of the heap, and a
+	// copy of it is kept there between runs (LoadIndex). The command line
+	// uses <cache folder>/<repository ID>/blobindex.
+	IndexDir func(cfg Config) string
 }
 
 // Repository is an open repository. All methods are safe for concurrent use,
@@ -66,8 +71,10 @@ type Repository struct {
 	cfg    Config
 	hasher *chunk.Hasher
 	idx    *index.Index
-	now    func() time.Time
-	stats  counters
+	// indexDir is the folder of the local index, or "" (OpenOptions.IndexDir).
+	indexDir string
+	now      func() time.Time
+	stats    counters
 
 	// indexLoaded is set once LoadIndex has run.
 	indexLoaded atomic.Bool
@@ -190,6 +197,9 @@ func Open(ctx context.Context, be backend.Backend, password string, opts OpenOpt
 			be = opts.WrapBackend(cfg, be)
 		}
 		r := newRepository(be, key, name, cfg, opts.Now)
+		if opts.IndexDir != nil {
+			r.indexDir = opts.IndexDir(cfg)
+		}
 		if !opts.NoIndex {
 			if err := r.LoadIndex(ctx); err != nil {
 				return nil, err
@@ -223,5 +233,5 @@ func (r *Repository) HashChunk(data []byte) chunk.ID { return r.hasher.Sum(data)
 // first: Close does not write pending packs.
 func (r *Repository) Close() error {
 	r.cancelUpload()
-	return r.be.Close()
+	return errors.Join(r.idx.Close(), r.be.Close())
 }

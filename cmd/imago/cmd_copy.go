@@ -139,7 +139,9 @@ func (o *fromRepoOptions) open(ctx context.Context, g *globalOptions, noIndex bo
 		be.Close()
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, repo.OpenOptions{NoIndex: noIndex, WrapBackend: g.cacheWrapper(o.repo)})
+	opts := g.cachedOptions(o.repo)
+	opts.NoIndex = noIndex
+	r, err := repo.Open(ctx, be, pw, opts)
 	if err != nil {
 		be.Close()
 		if errors.Is(err, repo.ErrNoRepository) {

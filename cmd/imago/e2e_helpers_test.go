@@ -30,8 +30,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build imago:", err)
 		os.Exit(1)
 	}
+	// Commands keep a local index in the user's cache folder; keep the
+	// tests' out of the real one. Tests that set XDG_CACHE_HOME themselves
+	// override this (exec.Cmd uses the last value of a variable).
+	cache, err := os.MkdirTemp("", "imago-e2e-cache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	_ = os.Chmod(cache, 0o777)
+	os.Setenv("XDG_CACHE_HOME", cache)
 	code := m.Run()
 	os.RemoveAll(dir)
+	os.RemoveAll(cache)
 	if benchTreeDir != "" {
 		os.RemoveAll(benchTreeDir)
 	}

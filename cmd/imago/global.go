@@ -168,33 +168,73 @@ func openBackend(loc string, create bool) (backend.Backend, error) {
 	return be, err
 }
 
+// cacheBase returns the cache folder: --cache-dir (IMAGO_CACHE_DIR), else
+// imago/ in the user's cache folder; "" with --no-cache or when there is
+// none (with a warning).
+func (g *globalOptions) cacheBase() string {
+	if g.noCache {
+		return ""
+	}
+	if g.cacheDir != "" {
+		return g.cacheDir
+	}
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		g.warnf("warning: no cache: %v\n", err)
+		return ""
+	}
+	return filepath.Join(dir, "imago")
+}
+
+// makeCacheBase creates the cache folder base and reports whether it can be
+// used.
+func (g *globalOptions) makeCacheBase(base string) bool {
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		g.warnf("warning: no cache: %v\n", err)
+		return false
+	}
+	writeCacheDirTag(base)
+	return true
+}
+
 // cacheWrapper returns the repo.OpenOptions.WrapBackend that puts the
 // backend of a remote repository at loc behind a local cache in
-// <cache folder>/<repository ID>, or nil with --no-cache or for a local
-// repository (which needs none). The cache folder is --cache-dir
-// (IMAGO_CACHE_DIR), else imago/ in the user's cache folder.
-func (g *globalOptions) cacheWrapper(loc string) func(repo.Config, backend.Backend) backend.Backend {
-	if scheme, _, err := location.Parse(loc); g.noCache || err != nil || scheme == location.Local {
+// <cache folder>/<repository ID>, or nil without a cache folder or for a
+// local repository (which needs none).
+func (g *globalOptions) cacheWrapper(loc string, base string) func(repo.Config, backend.Backend) backend.Backend {
+	if scheme, _, err := location.Parse(loc); base == "" || err != nil || scheme == location.Local {
 		return nil
 	}
-	base := g.cacheDir
-	if base == "" {
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			g.warnf("warning: no cache: %v\n", err)
-			return nil
-		}
-		base = filepath.Join(dir, "imago")
-	}
 	return func(cfg repo.Config, be backend.Backend) backend.Backend {
-		if err := os.MkdirAll(base, 0o700); err != nil {
-			g.warnf("warning: no cache: %v\n", err)
+		if !g.makeCacheBase(base) {
 			return be
 		}
-		writeCacheDirTag(base)
 		dir := filepath.Join(base, cfg.ID)
 		g.verbosef(2, "cache: %s\n", dir)
 		return cache.New(be, dir)
+	}
+}
+
+// cachedOptions returns the options that open the repository at loc with
+// the cache folder: a cache of a remote backend, and the local index.
+func (g *globalOptions) cachedOptions(loc string) repo.OpenOptions {
+	base := g.cacheBase()
+	return repo.OpenOptions{WrapBackend: g.cacheWrapper(loc, base), IndexDir: g.indexDir(base)}
+}
+
+// indexDir returns the repo.OpenOptions.IndexDir that keeps the index of
+// any repository, local or remote, in <cache folder>/<repository ID>/blobindex
+// (repo.Repository.LoadIndex), or nil without a cache folder: the index is
+// then built in memory from the repository's index files on every run.
+func (g *globalOptions) indexDir(base string) func(repo.Config) string {
+	if base == "" {
+		return nil
+	}
+	return func(cfg repo.Config) string {
+		if !g.makeCacheBase(base) {
+			return ""
+		}
+		return filepath.Join(base, cfg.ID, "blobindex")
 	}
 }
 
@@ -316,7 +356,8 @@ func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*
 	// memory.
 	opts := repo.OpenOptions{NoIndex: true}
 	if !noIndex {
-		opts.WrapBackend = g.cacheWrapper(loc)
+		opts = g.cachedOptions(loc)
+		opts.NoIndex = true
 	}
 	r, err := repo.Open(ctx, be, pw, opts)
 	debug.FreeOSMemory()

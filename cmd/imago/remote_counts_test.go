@@ -79,7 +79,7 @@ func (c *countedRemote) reset() {
 // with the tree packs announced.
 func (c *countedRemote) open(ctx context.Context) *repo.Repository {
 	c.t.Helper()
-	r, err := repo.Open(ctx, c.store, repo.TestPassword, repo.OpenOptions{WrapBackend: c.g.cacheWrapper(c.loc)})
+	r, err := repo.Open(ctx, c.store, repo.TestPassword, c.g.cachedOptions(c.loc))
 	if err != nil {
 		c.t.Fatal(err)
 	}
