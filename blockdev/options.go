@@ -32,7 +32,7 @@ const segmentAlign = 4 * kiB
 // DefaultParams are content-defined image chunk sizes (at least 64 KiB, at
 // most 1 MiB, cut where 17 fingerprint bits are zero) that blockdev's tests
 // and benchmarks use, so that they exercise the rolling-hash paths. Backups
-// use the sizes recorded in the repository config: fixed 16 KiB by default
+// use the sizes recorded in the repository config: fixed 8 KiB by default
 // (repo.ImageChunker, chosen by measurement, docs/PERFORMANCE.md).
 // Polynomial is left zero: set it before use.
 var DefaultParams = chunk.Params{Min: 64 * kiB, Max: 1 * miB, AverageBits: 17}

@@ -40,18 +40,19 @@ const (
 	MaxPackSize = 128 * miB
 )
 
-// ImageChunker cuts disk images into fixed 16 KiB chunks (minimum =
+// ImageChunker cuts disk images into fixed 8 KiB chunks (minimum =
 // maximum), chosen by measurement (bench/image-nightly.sh, figures in
 // docs/PERFORMANCE.md): on a 2 GiB ext4 image with 1.35% of its blocks
-// changed per night, fixed 16 KiB adds 2.23× the ideal (new 4 KiB blocks,
-// compressed) per night, content-defined 16 KiB 2.32×, 64 KiB 4.0×, and the
-// first provisional default (64 KiB–1 MiB, ~192 KiB) about 6×; fixed 8 KiB
-// reaches 1.73× but doubles the index (40 bytes per blob in RAM: 4.8 GiB per
-// TiB of image data instead of 2.4). File-system data is block-aligned and
-// rarely shifts, so content-defined cuts buy nothing here, and fixed cuts
-// never run the rolling hash. Whatever a repository is created with stays
-// in its config; `init --image-chunk-avg/--image-chunker` choose others.
-var ImageChunker = ChunkerSizes{Min: 16 * kiB, Max: 16 * kiB, AverageBits: 14, Segment: DefaultImageSegment}
+// changed per night, fixed 8 KiB adds 1.73× the ideal (new 4 KiB blocks,
+// compressed) per night, fixed 16 KiB 2.23×, content-defined 8 KiB 2.00×,
+// 64 KiB 4.0×. File-system data is block-aligned and rarely shifts, so
+// content-defined cuts buy nothing here, and fixed cuts never run the
+// rolling hash. 8 KiB costs twice the blobs of 16 KiB; the index keeps them
+// in mapped local files (index.NewInDir) at ~4 resident bytes per blob
+// looked up, so that is disk, not memory. Whatever a repository is created
+// with stays in its config; `init --image-chunk-avg/--image-chunker` choose
+// others.
+var ImageChunker = ChunkerSizes{Min: 8 * kiB, Max: 8 * kiB, AverageBits: 13, Segment: DefaultImageSegment}
 
 // DefaultImageSegment is the length of the segments images are cut into
 // before chunking (a cut at every segment edge is part of the chunking

@@ -255,7 +255,7 @@ func TestConfigJSONFields(t *testing.T) {
 		"compression":        "fastest",
 		"pack_size":          float64(DefaultPackSize),
 		"file_chunker":       map[string]any{"min": 524288.0, "max": 8388608.0, "average_bits": 20.0},
-		"image_chunker":      map[string]any{"min": 16384.0, "max": 16384.0, "average_bits": 14.0, "segment": 16777216.0},
+		"image_chunker":      map[string]any{"min": 8192.0, "max": 8192.0, "average_bits": 13.0, "segment": 16777216.0},
 	}
 	for k, v := range want {
 		if !reflect.DeepEqual(got[k], v) {

@@ -35,7 +35,7 @@ const (
 	// pack.MaxBlobSize + 41 bytes, 8 MiB + 41 for the largest chunk) and
 	// opens one blob at a time into its plaintext buffer, through
 	// pack.DecodeBlob's scratch buffer (each as large as the largest
-	// blob): 2 × (4 + 2 × 8) MiB at worst, about 2 × 4 MiB for 16 KiB
+	// blob): 2 × (4 + 2 × 8) MiB at worst, about 2 × 4 MiB for 8 KiB
 	// image chunks. No pack is held whole. Two keep a read and the copy into
 	// the write session overlapping on the 2-core machines we target.
 	repackWorkers = 2

@@ -91,7 +91,7 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&compression, "compression", "default", "compression `level`: off, fastest, default, better")
 	cmd.Flags().IntVar(&packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
 	cmd.Flags().StringVar(&imageChunker, "image-chunker", "fixed", "how disk images are cut: fixed or cdc (content-defined)")
-	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "16KiB", "(average) image chunk `size`, a power of two: smaller stores less per night but needs more memory for the index")
+	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "8KiB", "(average) image chunk `size`, a power of two: smaller stores less per night but makes more blobs to index")
 	cmd.Flags().BoolVar(&copyChunker, "copy-chunker-params", false, "cut data like the --from-repo repository, so that snapshots copied from it deduplicate")
 	from.addFlags(cmd.Flags())
 	return cmd
