@@ -102,7 +102,7 @@ type Index struct {
 func New() *Index { return newIndex("") }
 
 func newIndex(dir string) *Index {
-	return &Index{
+	x := &Index{
 		recent:     make(map[chunk.Handle]packedLoc),
 		latest:     make(map[pack.ID]int),
 		dir:        dir,
@@ -112,6 +112,10 @@ func newIndex(dir string) *Index {
 		spillRatio: spillRatio,
 		posLimit:   maxPos,
 	}
+	if dir != "" {
+		x.recentMax, x.midMinMax, x.spillMin = dirRecentMax, dirMidMinMax, dirSpillMin
+	}
+	return x
 }
 
 // Len returns the number of blobs in the index.

@@ -18,6 +18,18 @@ const (
 	// A record is rewritten about spillRatio+2 times while 128 M blobs are
 	// added one by one; a smaller ratio writes less and searches more runs.
 	spillRatio = 8
+
+	// An Index with a directory keeps less on the heap before it merges
+	// and spills: a recent map of 16 Ki blobs (~1.3 MiB), a mid run of
+	// 64 Ki records (2.5 MiB) and a main run of 128 Ki records (5 MiB).
+	// With New's limits (64 Ki, 256 Ki and spillMin), the index was the
+	// largest heap user of a first image backup of 2 GiB at 8 KiB chunks,
+	// 12 of 40 MiB in use at the peak; the smaller runs cost more
+	// merges and spills, each of a few MiB, which a 2-core machine does
+	// in milliseconds.
+	dirRecentMax = 16 << 10
+	dirMidMinMax = 64 << 10
+	dirSpillMin  = 128 << 10
 )
 
 // NewInDir returns an empty Index that keeps its large sorted runs in files
