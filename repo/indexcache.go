@@ -47,23 +47,16 @@ const (
 // copy when that is worthwhile. A missing, damaged or stale copy is not an
 // error; the index is then built from the repository's index files.
 func (r *Repository) loadIndexLocal(ctx context.Context, dir string, names []string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		// The local index saves memory and time; without it the index is
-		// built in memory as it is for --no-cache.
-		return r.loadIndexFiles(ctx, names)
-	}
-	removeStaleTemps(dir)
 	path := filepath.Join(dir, indexFileName)
 	missing, base := names, 0
 	if x, files, ok := openLocalIndex(path, dir, names); ok {
+		_ = r.idx.Close()
 		r.idx = x
 		for name, ids := range files {
 			r.idxFiles.recordIDs(name, ids)
 		}
 		missing = slices.DeleteFunc(slices.Clone(names), func(n string) bool { _, ok := files[n]; return ok })
 		base = x.Len()
-	} else {
-		r.idx = index.NewInDir(dir)
 	}
 	if err := r.loadIndexFiles(ctx, missing); err != nil {
 		return err
@@ -74,6 +67,19 @@ func (r *Repository) loadIndexLocal(ctx context.Context, dir string, names []str
 		_ = r.idx.Persist(path, encodeIndexTag(r.idxFiles.snapshot()))
 	}
 	return nil
+}
+
+// useIndexDir makes the repository keep its index in files in dir, unless
+// dir is "" or cannot be created: the local index saves memory and time,
+// and without it the index is built on the heap as with --no-cache. It is
+// called before the index is used.
+func (r *Repository) useIndexDir(dir string) {
+	if dir == "" || os.MkdirAll(dir, 0o700) != nil {
+		return
+	}
+	removeStaleTemps(dir)
+	r.indexDir = dir
+	r.idx = index.NewInDir(dir)
 }
 
 // staleTempAge is how old a temporary file in the local index folder must

@@ -56,9 +56,10 @@ type OpenOptions struct {
 	// cfg.ID this way.
 	WrapBackend func(cfg Config, be backend.Backend) backend.Backend
 	// IndexDir, if set, is called once the config is open; when it returns
-	// a folder, the index is kept in files there instead of the heap, and a
-	// copy of it is kept there between runs (LoadIndex). The command line
-	// uses <cache folder>/<repository ID>/blobindex.
+	// a folder, the index is kept in files there instead of the heap
+	// (index.NewInDir), also for commands that build it themselves (check,
+	// repair), and LoadIndex keeps a copy of it there between runs. The
+	// command line uses <cache folder>/<repository ID>/blobindex.
 	IndexDir func(cfg Config) string
 }
 
@@ -198,7 +199,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts OpenOpt
 		}
 		r := newRepository(be, key, name, cfg, opts.Now)
 		if opts.IndexDir != nil {
-			r.indexDir = opts.IndexDir(cfg)
+			r.useIndexDir(opts.IndexDir(cfg))
 		}
 		if !opts.NoIndex {
 			if err := r.LoadIndex(ctx); err != nil {

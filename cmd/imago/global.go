@@ -335,7 +335,8 @@ func (g *globalOptions) openRepository(ctx context.Context) (*repo.Repository, e
 
 // openRepositoryWith opens the repository; with noIndex it loads no index
 // files (check and repair load them themselves and must work when some are
-// damaged) and uses no cache (check must see what the storage holds).
+// damaged) and uses no cache of the storage (check must see what the
+// storage holds), only the folder for the index's files.
 func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*repo.Repository, error) {
 	loc, err := g.location()
 	if err != nil {
@@ -354,11 +355,13 @@ func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*
 	// (crypto.DefaultKDF: 32 MiB), garbage once the key opened, has been
 	// given back to the OS: otherwise the two add up in the command's peak
 	// memory.
-	opts := repo.OpenOptions{NoIndex: true}
+	// Check and repair build the index from the storage themselves; they
+	// still keep it in the cache folder's files rather than the heap.
+	opts := repo.OpenOptions{IndexDir: g.indexDir(g.cacheBase())}
 	if !noIndex {
 		opts = g.cachedOptions(loc)
-		opts.NoIndex = true
 	}
+	opts.NoIndex = true
 	r, err := repo.Open(ctx, be, pw, opts)
 	debug.FreeOSMemory()
 	if err == nil && !noIndex {
