@@ -219,12 +219,12 @@ done
 			sum_0[c] = s[c SUBSEP 0]; sum_f[c] = ad[c SUBSEP 0]
 		}
 		printf "\n### Summary (nights 1–%d)\n\n", nights
-		print "| config | mean added/ideal | mean added MiB | mean ideal MiB | mean metadata KiB | mean s | night-0 s | night-0 added MiB | peak RSS MiB | mean chunk KiB (night 0) | index RAM per TiB at 40 B/blob |"
+		print "| config | mean added/ideal | mean added MiB | mean ideal MiB | mean metadata KiB | mean s | night-0 s | night-0 added MiB | peak RSS MiB | mean chunk KiB (night 0) | local index per TiB at 43 B/blob |"
 		print "|---|---|---|---|---|---|---|---|---|---|---|"
 		for (i = 1; i <= nc; i++) {
 			c = cs[i]
 			chunk = ((ex[c] == "n/a" || ex[c] == "") ? "n/a" : sprintf("%.1f", ex[c] / 1024))
-			ram = ((ex[c] == "n/a" || ex[c] == "") ? "n/a" : sprintf("%.0f MiB", 40 * 2^40 / ex[c] / 1048576))
+			ram = ((ex[c] == "n/a" || ex[c] == "") ? "n/a" : sprintf("%.0f MiB", 43 * 2^40 / ex[c] / 1048576))
 			printf "| %s | %.2f | %.1f | %.1f | %.0f | %.1f | %.1f | %.1f | %d | %s | %s |\n", c, sum_r[c], mib(sum_a[c]), mib(sum_i[c]), sum_m[c] / 1024, sum_s[c], sum_0[c], mib(sum_f[c]), sum_p[c] / 1024, chunk, ram
 		}
 	}' "$ROWS"
