@@ -23,17 +23,6 @@ cat $(find "$WORK/src" -type f) >/dev/null # warm the page cache for both tools
 export IMAGO_PASSWORD=bench RESTIC_PASSWORD=bench
 declare -A T R
 
-# measure NAME CMD...: wall seconds and peak RSS (KiB) of one command.
-measure() {
-	local name=$1
-	shift
-	/usr/bin/time -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>&1 || {
-		cat "$WORK/out.$name"
-		exit 1
-	}
-	read -r T[$name] R[$name] <"$WORK/time.$name"
-}
-
 "$IMAGO" -r "$WORK/imago-repo" init -q
 measure imago-first "$IMAGO" -r "$WORK/imago-repo" backup -q "$WORK/src"
 measure imago-second "$IMAGO" -r "$WORK/imago-repo" backup -q "$WORK/src"

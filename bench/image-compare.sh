@@ -34,28 +34,26 @@ rm -rf "$WORK/fill" "$WORK/data"
 bytes=$(stat -c %s "$img")
 
 declare -A T R
-measure() {
+# measure_in NAME cold|warm CMD...: measure (bench/lib.sh) with the page
+# cache dropped, or holding the image.
+measure_in() {
 	local name=$1 cold=$2
 	shift 2
 	sync
 	if [ "$cold" = cold ]; then echo 3 >/proc/sys/vm/drop_caches; else cat "$img" >/dev/null; fi
-	/usr/bin/time -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>&1 || {
-		cat "$WORK/out.$name"
-		exit 1
-	}
-	read -r T[$name] R[$name] <"$WORK/time.$name"
+	measure "$name" "$@"
 }
 "$IMAGO" -r "$WORK/imago" init -q
 restic -r "$WORK/restic" init -q
-measure read-cold cold dd if="$img" of=/dev/null bs=4M
-measure imago-first warm "$IMAGO" -r "$WORK/imago" backup -q --image "$img"
-measure imago-second warm "$IMAGO" -r "$WORK/imago" backup -q --image "$img"
-measure imago-cold cold "$IMAGO" -r "$WORK/imago" backup -q --image "$img"
-measure imago-restore warm "$IMAGO" -r "$WORK/imago" restore -q latest --target "$WORK/imago.img"
-measure restic-first warm sh -c "restic -r '$WORK/restic' backup -q --stdin --stdin-filename disk.img < '$img'"
-measure restic-second warm sh -c "restic -r '$WORK/restic' backup -q --stdin --stdin-filename disk.img < '$img'"
-measure restic-cold cold sh -c "restic -r '$WORK/restic' backup -q --stdin --stdin-filename disk.img < '$img'"
-measure restic-restore warm restic -r "$WORK/restic" restore -q latest --target "$WORK/restic-restore"
+measure_in read-cold cold dd if="$img" of=/dev/null bs=4M
+measure_in imago-first warm "$IMAGO" -r "$WORK/imago" backup -q --image "$img"
+measure_in imago-second warm "$IMAGO" -r "$WORK/imago" backup -q --image "$img"
+measure_in imago-cold cold "$IMAGO" -r "$WORK/imago" backup -q --image "$img"
+measure_in imago-restore warm "$IMAGO" -r "$WORK/imago" restore -q latest --target "$WORK/imago.img"
+measure_in restic-first warm sh -c "restic -r '$WORK/restic' backup -q --stdin --stdin-filename disk.img < '$img'"
+measure_in restic-second warm sh -c "restic -r '$WORK/restic' backup -q --stdin --stdin-filename disk.img < '$img'"
+measure_in restic-cold cold sh -c "restic -r '$WORK/restic' backup -q --stdin --stdin-filename disk.img < '$img'"
+measure_in restic-restore warm restic -r "$WORK/restic" restore -q latest --target "$WORK/restic-restore"
 cmp "$img" "$WORK/imago.img"
 cmp "$img" "$WORK/restic-restore/disk.img"
 
@@ -80,8 +78,8 @@ rm -f "$WORK/imago.img" && rm -rf "$WORK/restic-restore"
 big=$WORK/big.img
 truncate -s 32G "$big"
 for i in 0 7 13 21 30; do dd if="$img" of="$big" bs=4M count=50 seek=$((i * 256)) conv=notrunc status=none; done
-measure big-first warm "$IMAGO" -r "$WORK/imago" backup -q --image "$big"
-measure big-second warm "$IMAGO" -r "$WORK/imago" backup -q --image "$big"
+measure_in big-first warm "$IMAGO" -r "$WORK/imago" backup -q --image "$big"
+measure_in big-second warm "$IMAGO" -r "$WORK/imago" backup -q --image "$big"
 echo "| 32 GiB sparse image (1 GiB of data) | s | peak RSS MiB |"
 echo "|---|---|---|"
 echo "| first backup | ${T[big-first]} | $((R[big-first] / 1024)) |"

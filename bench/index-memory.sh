@@ -42,15 +42,6 @@ EOF
 }
 
 declare -A T R
-measure() {
-	local name=$1
-	shift
-	/usr/bin/time -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>&1 || {
-		cat "$WORK/out.$name"
-		exit 1
-	}
-	read -r T[$name] R[$name] <"$WORK/time.$name"
-}
 "$IMAGO_BIN" -r "$WORK/repo" init -q
 measure first "$IMAGO_BIN" -r "$WORK/repo" backup -q --image "$img"
 churn 1

@@ -18,3 +18,17 @@ need_packages() {
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 	fi
 }
+
+# measure NAME CMD...: runs CMD with its output in $WORK/out.NAME and sets
+# T[NAME] to its wall seconds and R[NAME] to its peak RSS in KiB (the caller
+# declares `declare -A T R`). A failing CMD ends the script with its output.
+measure() {
+	local name=$1
+	shift
+	/usr/bin/time -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>&1 || {
+		echo "$name failed:"
+		cat "$WORK/out.$name"
+		exit 1
+	}
+	read -r T[$name] R[$name] <"$WORK/time.$name"
+}

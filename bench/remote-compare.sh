@@ -49,18 +49,6 @@ export IMAGO_PASSWORD=bench RESTIC_PASSWORD=bench
 declare -A T R
 load_start=$(cut -d' ' -f1 /proc/loadavg)
 
-# measure NAME CMD...: wall seconds and peak RSS (KiB) of one command.
-measure() {
-	local name=$1
-	shift
-	/usr/bin/time -f '%e %M' -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>&1 || {
-		echo "$name failed:"
-		cat "$WORK/out.$name"
-		exit 1
-	}
-	read -r T[$name] R[$name] <"$WORK/time.$name"
-}
-
 # run TOOL TRANSPORT CMD...: init, first backup, unchanged second backup and
 # restore, checked against the source.
 run() {

@@ -23,10 +23,11 @@ import (
 // Open: that one maps it and loads only the index files written since. The
 // copy's tag lists the index files it was built from and their packs; a
 // copy that names a file the repository no longer holds (a prune or repair
-// replaced it) is stale and is rebuilt from the repository. Any trouble
-// with the folder only costs that: the index is then built as without it. It holds only
-// blobs of index files, never packs a session uploaded but had not indexed
-// yet, so it never claims more than the repository's index files do.
+// replaced it) is stale and is rebuilt from the repository. The copy holds
+// only blobs of index files, never packs a session uploaded but had not
+// indexed yet, so it never claims more than the repository's index files
+// do. Any trouble with the folder costs only the copy: the index is then
+// built as without it.
 const (
 	// indexFileName is the local index's file in OpenOptions.IndexDir.
 	indexFileName = "index-v1"
