@@ -72,9 +72,10 @@ func (c *counters) add(o counters) {
 // opts.SegmentSize bytes, each chunked on its own; up to opts.Workers new
 // chunks are compressed, sealed and saved in parallel, and the extents are
 // added to the content list in order (see run for the pipeline and its
-// memory). The result is a function of the image's bytes, its holes,
+// memory). The extents are a function of the image's bytes, its holes,
 // Params and SegmentSize only: neither the number of workers nor
-// a parent changes it. With a parent, chunks whose bytes still hash to the
+// a parent changes them (a parent changes only how the content list's
+// pages are stored: as delta pages of the parent's where that is smaller). With a parent, chunks whose bytes still hash to the
 // parent's chunk at the same offset are reused without running the chunker
 // or saving them again (see docs/format-fragments/blockdev.md).
 //
@@ -653,7 +654,10 @@ func hashDigest(ctx context.Context, digest *blake3.Hasher, free chan<- *block, 
 // for the IDs of their new chunks and adds their extents to the content
 // list.
 func (b *backup) collect(ctx context.Context, segs <-chan *segment) (*BackupResult, error) {
-	builder := snapshot.NewContentBuilder(b.saver)
+	// With a parent, level-0 pages are saved as delta pages of the
+	// parent's pages where that is at most half their size: a night's
+	// scattered changes touch nearly every page, but few of its entries.
+	builder := snapshot.NewContentBuilderWithParent(b.saver, b.parent)
 	var st counters
 	for {
 		var seg *segment

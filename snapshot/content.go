@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/imagobackup/imago/chunk"
 )
@@ -44,6 +45,13 @@ type ContentBuilder struct {
 	added  int
 	buf    []byte // page encoding buffer, reused
 	err    error  // sticky: the first error, or errFinished
+
+	// parent, when set, is the content list level-0 pages are stated as
+	// delta pages against (see NewContentBuilderWithParent).
+	parent *ContentReader
+	off    uint64 // content offset of the open level-0 page
+	dbuf   []byte // delta encoding buffer, reused
+	deltas int    // delta pages saved
 }
 
 // buildLevel is the open page of one level.
@@ -73,9 +81,24 @@ func refKey(id chunk.ID) uint64 { return boundaryKey(Extent{Length: 1, ID: id}) 
 
 var errFinished = errors.New("snapshot: content builder already finished")
 
-// NewContentBuilder returns a builder saving pages through s.
+// NewContentBuilder returns a builder saving pages through s, every page
+// in full.
 func NewContentBuilder(s ChunkSaver) *ContentBuilder {
 	return &ContentBuilder{s: s}
+}
+
+// NewContentBuilderWithParent returns a builder saving pages through s that
+// states a level-0 page as a delta page of the parent's page at the same
+// content offset (or of that page's base, when it is itself a delta) when
+// the delta takes at most half the bytes of the full page. Where pages are
+// cut does not change, nor the extents the list reads back; only page IDs
+// may differ from a list built without the parent (or with another one).
+// The parent's pages must be in the repository s saves to, and stay there
+// while the new list references them: a garbage collector that walks the
+// list with Blobs keeps them. parent may be nil (full pages only) and is
+// read from the builder's goroutine only; a ContentReader is safe to share.
+func NewContentBuilderWithParent(s ChunkSaver, parent *ContentReader) *ContentBuilder {
+	return &ContentBuilder{s: s, parent: parent}
 }
 
 // Add appends the next extent. Extents must come in content order.
@@ -216,15 +239,25 @@ func (b *ContentBuilder) cut(ctx context.Context, lv *buildLevel, n int) error {
 		ref PageRef
 		err error
 	)
+	enc := b.buf
 	if lv.level == 0 {
 		b.buf, err = appendPage(b.buf[:0], 0, lv.extents[:n], nil)
+		enc = b.buf
+		if err == nil && b.parent != nil {
+			var d []byte
+			if d, err = b.delta(ctx, lv.extents[:n], len(b.buf)); d != nil {
+				enc = d
+			}
+		}
 		for _, x := range lv.extents[:n] {
 			ref.Length += x.Length
 		}
 		ref.Count = uint64(n)
+		b.off += ref.Length
 		lv.extents = lv.extents[:copy(lv.extents, lv.extents[n:])]
 	} else {
 		b.buf, err = appendPage(b.buf[:0], lv.level, nil, lv.refs[:n])
+		enc = b.buf
 		for _, r := range lv.refs[:n] {
 			ref.Length += r.Length
 			ref.Count += r.Count
@@ -234,11 +267,57 @@ func (b *ContentBuilder) cut(ctx context.Context, lv *buildLevel, n int) error {
 	if err != nil {
 		return err
 	}
-	id, added, err := b.s.SaveChunk(ctx, chunk.KindTree, b.buf)
+	id, added, err := b.s.SaveChunk(ctx, chunk.KindTree, enc)
 	if err != nil {
 		return fmt.Errorf("save content page: %w", err)
 	}
 	b.added += added
 	ref.ID = id
 	return b.pushRef(ctx, int(lv.level)+1, ref)
+}
+
+// delta returns the encoding of the level-0 page of entries xs as a delta
+// page of the parent's page at the builder's offset, or nil when the full
+// encoding (full bytes long) is to be saved: the parent has no page there,
+// the page is its base's twin (the full page then has the base's ID), or
+// the delta would take more than half the full page's bytes. Once enough
+// change has accumulated against a base, the page is thus saved in full and
+// becomes the base of the next nights' deltas; a base is never a delta.
+func (b *ContentBuilder) delta(ctx context.Context, xs []Extent, full int) ([]byte, error) {
+	z, ok, err := b.parent.levelZeroAt(ctx, b.off)
+	if err != nil {
+		return nil, fmt.Errorf("parent content page: %w", err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	var d *deltaPage
+	switch {
+	case z.p.delta != nil && slices.Equal(z.p.extents, xs):
+		d = z.p.delta // the parent's page again: same bytes, same ID
+	case slices.Equal(z.base.extents, xs):
+		return nil, nil
+	default:
+		baseID := z.id
+		if z.p.delta != nil {
+			baseID = z.p.delta.base
+		}
+		// The base is taken to start where the parent's page does: true
+		// when it is the parent's page, and when the parent's page is a
+		// delta of the page at the same offset before it.
+		j := 0
+		if rel := b.off - z.start; rel > 0 && rel < z.base.length() {
+			j = z.base.index(rel)
+		}
+		d = &deltaPage{base: baseID, count: uint64(len(xs)), runs: alignDelta(z.base.extents, xs, j)}
+	}
+	b.dbuf, err = appendDeltaPage(b.dbuf[:0], d)
+	if err != nil {
+		return nil, err
+	}
+	if 2*len(b.dbuf) > full {
+		return nil, nil
+	}
+	b.deltas++
+	return b.dbuf, nil
 }

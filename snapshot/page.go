@@ -78,6 +78,9 @@ type page struct {
 	ends []uint64
 	// count is the number of extents at level 0 below the page.
 	count uint64
+	// delta is set when the page was stored as a delta page: its base and
+	// runs, kept so that a writer can state the same page again.
+	delta *deltaPage
 }
 
 // length returns the number of content bytes the page covers.

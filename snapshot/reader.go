@@ -12,9 +12,12 @@ import (
 
 // pageCacheSize is the number of decoded pages a ContentReader keeps. A
 // decoded page costs up to 2048 × 48 bytes (entry plus end offset) ≈ 96 KiB,
-// ~14 KiB on average, so the cache holds at most ~6 MiB; 64 pages keep the
-// path of every level hot for a few independent readers of one image.
-const pageCacheSize = 64
+// ~14 KiB on average, so the cache holds at most ~12 MiB, ~2 MiB typically.
+// 128 pages keep the path of every level hot for a few independent readers
+// of one image, with the base page of each delta page beside it (an image
+// backup's chunkers and its content builder read the parent's pages through
+// one reader, a few segments apart).
+const pageCacheSize = 128
 
 // ContentReader finds extents in a content list, loading pages through a
 // ChunkLoader. Find costs at most one page load per level and recently used
@@ -121,20 +124,17 @@ func (r *ContentReader) extents(ctx context.Context, p *page, base, from uint64,
 }
 
 // load returns the decoded page ref points to, which must be of the given
-// level and cover exactly ref.Length bytes and ref.Count extents.
+// level and cover exactly ref.Length bytes and ref.Count extents. A delta
+// page is resolved against its base; the cache holds the resolved page.
 func (r *ContentReader) load(ctx context.Context, ref PageRef, level uint8) (*page, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	p := r.cached(ref.ID)
 	if p == nil {
-		b, err := r.l.LoadChunk(ctx, chunk.Handle{ID: ref.ID, Kind: chunk.KindTree}, nil)
-		if err != nil {
-			return nil, fmt.Errorf("load content page %v: %w", ref.ID.Short(), err)
-		}
-		p, err = decodePage(b)
-		if err != nil {
-			return nil, withID(err, ref.ID)
+		var err error
+		if p, err = r.loadPage(ctx, ref.ID); err != nil {
+			return nil, err
 		}
 		r.store(ref.ID, p)
 	}
@@ -144,6 +144,100 @@ func (r *ContentReader) load(ctx context.Context, ref PageRef, level uint8) (*pa
 			p.level, p.length(), p.count, level, ref.Length, ref.Count)}
 	}
 	return p, nil
+}
+
+// loadPage loads and decodes page id, full or delta.
+func (r *ContentReader) loadPage(ctx context.Context, id chunk.ID) (*page, error) {
+	b, err := r.l.LoadChunk(ctx, chunk.Handle{ID: id, Kind: chunk.KindTree}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("load content page %v: %w", id.Short(), err)
+	}
+	if len(b) == 0 || b[0] != formatPageDeltaV1 {
+		p, err := decodePage(b)
+		if err != nil {
+			return nil, withID(err, id)
+		}
+		return p, nil
+	}
+	d, err := decodeDeltaPage(b)
+	if err != nil {
+		return nil, withID(err, id)
+	}
+	base, err := r.loadBase(ctx, d.base, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := d.resolve(base)
+	if err != nil {
+		return nil, withID(err, id)
+	}
+	return p, nil
+}
+
+// loadBase returns the base page of delta page of: a full page of level 0.
+func (r *ContentReader) loadBase(ctx context.Context, id, of chunk.ID) (*page, error) {
+	p := r.cached(id)
+	if p == nil {
+		b, err := r.l.LoadChunk(ctx, chunk.Handle{ID: id, Kind: chunk.KindTree}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("load base page %v of delta page %v: %w", id.Short(), of.Short(), err)
+		}
+		if len(b) > 0 && b[0] == formatPageDeltaV1 {
+			return nil, &FormatError{What: "page", ID: of, Offset: -1, Reason: fmt.Sprintf("base page %v is a delta page", id.Short())}
+		}
+		if p, err = decodePage(b); err != nil {
+			return nil, fmt.Errorf("base page of delta page %v: %w", of.Short(), withID(err, id))
+		}
+		if p.level == 0 {
+			r.store(id, p)
+		}
+	}
+	if p.level != 0 || p.delta != nil {
+		return nil, &FormatError{What: "page", ID: of, Offset: -1, Reason: fmt.Sprintf("base page %v is not a full level-0 page", id.Short())}
+	}
+	return p, nil
+}
+
+// levelZeroPage is the level-0 page of a content list that covers an
+// offset, as a ContentBuilder with a parent uses it.
+type levelZeroPage struct {
+	id    chunk.ID
+	start uint64 // content offset of the page's first entry
+	p     *page  // its entries (resolved when it is a delta page)
+	// base is, when p is a delta page, its base page (a full page), else p.
+	base *page
+}
+
+// levelZeroAt returns the level-0 page covering offset off. ok is false
+// when there is none: the content list is inline (no pages) or shorter.
+func (r *ContentReader) levelZeroAt(ctx context.Context, off uint64) (z levelZeroPage, ok bool, err error) {
+	if r.err != nil {
+		return z, false, r.err
+	}
+	p, base := r.root, uint64(0)
+	if p.level == 0 || off >= p.length() {
+		return z, false, nil
+	}
+	for {
+		i := p.index(off - base)
+		start := base + p.start(i)
+		ref := p.refs[i]
+		child, err := r.load(ctx, ref, p.level-1)
+		if err != nil {
+			return z, false, err
+		}
+		if child.level > 0 {
+			p, base = child, start
+			continue
+		}
+		z = levelZeroPage{id: ref.ID, start: start, p: child, base: child}
+		if child.delta != nil {
+			if z.base, err = r.loadBase(ctx, child.delta.base, ref.ID); err != nil {
+				return z, false, err
+			}
+		}
+		return z, true, nil
+	}
 }
 
 func (r *ContentReader) cached(id chunk.ID) *page {

@@ -106,8 +106,9 @@ func FindNode(ctx context.Context, l ChunkLoader, root chunk.ID, path string) (*
 }
 
 // Blobs calls fn for every blob reference in the snapshot with root tree
-// root: tree blobs, content-list pages (both chunk.KindTree) and data blobs
-// (chunk.KindData), each parent before what it references. Before visiting a
+// root: tree blobs, content-list pages (both chunk.KindTree; with the base
+// page of every delta page) and data blobs (chunk.KindData), each parent
+// before what it references. Before visiting a
 // blob it calls seen (when not nil); if seen returns true the blob and
 // everything below it are skipped. With seen nil a blob referenced twice is
 // visited twice; a caller that records every handle in seen visits each
@@ -209,7 +210,10 @@ func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) erro
 			return err
 		}
 		if child.level == 0 {
-			err = v.extents(child.extents)
+			err = v.base(child)
+			if err == nil {
+				err = v.extents(child.extents)
+			}
 		} else {
 			err = v.pages(ctx, r, child)
 		}
@@ -218,4 +222,16 @@ func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) erro
 		}
 	}
 	return nil
+}
+
+// base visits the base page of a delta page p: a KindTree blob the snapshot
+// needs to read p, often saved by an older snapshot that may be forgotten.
+// Its entries are not visited: those p uses are among p's own extents, and
+// the others are no part of this snapshot.
+func (v *blobVisitor) base(p *page) error {
+	if p.delta == nil {
+		return nil
+	}
+	_, err := v.visit(chunk.Handle{ID: p.delta.base, Kind: chunk.KindTree})
+	return err
 }

@@ -15,6 +15,9 @@ const (
 	formatTreeV1 byte = 0x01
 	// formatPageV1 starts a content-list page blob (version 1).
 	formatPageV1 byte = 0x02
+	// formatPageDeltaV1 starts a level-0 content-list page stated as edits
+	// of a full (0x02) level-0 page, its base (version 1; see delta.go).
+	formatPageDeltaV1 byte = 0x03
 )
 
 // Extent tags in tree blobs and level-0 pages. Stored on disk: never
