@@ -438,7 +438,44 @@ func FuzzDecodePage(f *testing.F) {
 	seed(0, genExtents(40, 11), nil)
 	seed(3, nil, []PageRef{{ID: fakeID(1), Length: 1 << 40, Count: 300}, {ID: fakeID(2), Length: 5, Count: 1}})
 	f.Add([]byte{formatPageV1, 0, 1, tagHole, 1})
+	// Delta pages (0x03) against the base below.
+	base := newPage(0, genExtents(40, 11), nil)
+	baseID := fakeID(77)
+	for _, d := range []*deltaPage{
+		{base: baseID, count: 40, runs: []deltaRun{{from: 0, n: 40}}},
+		{base: baseID, count: 5, runs: []deltaRun{{from: 3, n: 2}, {lits: []Extent{{Length: 9, ID: fakeID(2)}, {Length: 5}}}, {from: 39, n: 1}}},
+		{base: baseID, count: 2, runs: []deltaRun{{from: 40, n: 2}}},
+	} {
+		b, err := appendDeltaPage(nil, d)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 0 && b[0] == formatPageDeltaV1 {
+			d, err := decodeDeltaPage(b)
+			if err != nil {
+				wantFormatError(t, err)
+				return
+			}
+			enc, err := appendDeltaPage(nil, d)
+			if err != nil {
+				t.Fatalf("decoded delta page does not encode: %v", err)
+			}
+			if !bytes.Equal(enc, b) {
+				t.Fatalf("re-encoding differs:\n in %x\nout %x", b, enc)
+			}
+			p, err := d.resolve(base)
+			if err != nil {
+				wantFormatError(t, err)
+				return
+			}
+			if p.count != d.count || p.level != 0 || p.delta != d {
+				t.Fatalf("resolved page holds %d extents at level %d, delta says %d", p.count, p.level, d.count)
+			}
+			return
+		}
 		p, err := decodePage(b)
 		if err != nil {
 			wantFormatError(t, err)
@@ -456,30 +493,4 @@ func FuzzDecodePage(f *testing.F) {
 			t.Fatalf("decode(encode(decode(b))) differs: %v", err)
 		}
 	})
-}
-
-func BenchmarkContentBuilder(b *testing.B) {
-	xs := genExtents(10_000, 12)
-	m := NewMemStore()
-	b.ReportAllocs()
-	b.SetBytes(int64(len(xs)) * 36) // ~36 bytes of encoded metadata per extent
-	for b.Loop() {
-		build(b, m, xs)
-	}
-}
-
-func BenchmarkContentFind(b *testing.B) {
-	ctx := context.Background()
-	m := NewMemStore()
-	c, size := build(b, m, genExtents(100_000, 13))
-	r := NewContentReader(m, c)
-	b.ReportAllocs()
-	b.SetBytes(1) // one lookup per op; ns/op is the figure of merit
-	off := uint64(0)
-	for b.Loop() {
-		off = (off + 1_000_003*4096) % size
-		if _, _, err := r.Find(ctx, off); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
