@@ -315,7 +315,7 @@ func (b *ContentBuilder) delta(ctx context.Context, xs []Extent, full int) ([]by
 	if err != nil {
 		return nil, err
 	}
-	if 2*len(b.dbuf) > full {
+	if deltaMaxShare*len(b.dbuf) > full {
 		return nil, nil
 	}
 	b.deltas++
