@@ -265,4 +265,10 @@ func TestDiffImageRanges(t *testing.T) {
 	if hi != 25<<20 || lo > 24<<20 || lo < 23<<20 {
 		t.Errorf("diff of a grown image: range [%d, %d), want the new tail [%d, %d) and at most one chunk before it:\n%s", lo, hi, 24<<20, 25<<20, r.stdout)
 	}
+	// The same image without a parent: the same extents in full pages,
+	// where third has delta pages of its parent's. No change.
+	fourth := e.backupJSON("--image", img, "--force", "--time", at(4))["snapshot_id"].(string)
+	if r := e.mustRun("diff", "--json", third, fourth); !strings.Contains(r.stdout, `"added":0,"removed":0,"changed":0,"metadata_changed":0`) {
+		t.Errorf("diff of one image stored with and without delta pages reports changes:\n%s", r.stdout)
+	}
 }
