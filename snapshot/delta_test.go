@@ -499,3 +499,54 @@ func TestBlobsVisitsDeltaBases(t *testing.T) {
 		t.Fatal("child reads back other extents after the parent was pruned")
 	}
 }
+
+// TestBlobsLiveSetWithSharedBases walks a parent and a child with delta
+// pages as prune does, with one seen set for both, in both orders: every
+// blob of either snapshot must be marked. The child's walk meets the
+// parent's pages as bases first; the parent's walk must not then skip
+// their data.
+func TestBlobsLiveSetWithSharedBases(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(8, 9))
+	m := NewMemStore()
+	save := func(c Content) chunk.ID {
+		ids, _, err := SaveTree(ctx, m, &Tree{Nodes: []Node{{Name: "disk.img", Type: TypeImage, Size: c.Size(), Content: c}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids[0]
+	}
+	xs := imageExtents(rng, 10_000)
+	pc, _, _ := buildWith(t, m, nil, xs)
+	c, _, deltas := buildWith(t, m, NewContentReader(m, pc), mutate(rng, xs, 30))
+	if deltas == 0 {
+		t.Fatal("no delta pages")
+	}
+	parent, child := save(pc), save(c)
+	for _, order := range [][]chunk.ID{{child, parent}, {parent, child}} {
+		live := map[chunk.Handle]bool{}
+		seen := func(h chunk.Handle) bool {
+			if live[h] {
+				return true
+			}
+			live[h] = true
+			return false
+		}
+		for _, root := range order {
+			if err := Blobs(ctx, m, root, seen, func(chunk.Handle) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, root := range order {
+			err := Blobs(ctx, m, root, nil, func(h chunk.Handle) error {
+				if !live[h] {
+					t.Fatalf("blob %v of snapshot %v not marked when walking %v with one seen set", h, root.Short(), order)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -107,8 +107,8 @@ func FindNode(ctx context.Context, l ChunkLoader, root chunk.ID, path string) (*
 
 // Blobs calls fn for every blob reference in the snapshot with root tree
 // root: tree blobs, content-list pages (both chunk.KindTree; with the base
-// page of every delta page) and data blobs (chunk.KindData), each parent
-// before what it references. Before visiting a
+// page of every delta page, and the base's data) and data blobs
+// (chunk.KindData), each parent before what it references. Before visiting a
 // blob it calls seen (when not nil); if seen returns true the blob and
 // everything below it are skipped. With seen nil a blob referenced twice is
 // visited twice; a caller that records every handle in seen visits each
@@ -210,7 +210,7 @@ func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) erro
 			return err
 		}
 		if child.level == 0 {
-			err = v.base(child)
+			err = v.base(ctx, r, ref.ID, child)
 			if err == nil {
 				err = v.extents(child.extents)
 			}
@@ -224,14 +224,24 @@ func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) erro
 	return nil
 }
 
-// base visits the base page of a delta page p: a KindTree blob the snapshot
-// needs to read p, often saved by an older snapshot that may be forgotten.
-// Its entries are not visited: those p uses are among p's own extents, and
-// the others are no part of this snapshot.
-func (v *blobVisitor) base(p *page) error {
+// base visits the base page of delta page p (blob id), a KindTree blob the
+// snapshot needs to read p (often saved by an older snapshot that may be
+// forgotten), and the data blobs of all its entries, those p does not copy
+// included. A caller's seen may skip a blob "and everything below it": the
+// base may be met again as a plain page of another snapshot, which must
+// then find its data marked. The cost is that the data a base's replaced
+// entries name stays live until the page is saved in full again.
+func (v *blobVisitor) base(ctx context.Context, r *ContentReader, id chunk.ID, p *page) error {
 	if p.delta == nil {
 		return nil
 	}
-	_, err := v.visit(chunk.Handle{ID: p.delta.base, Kind: chunk.KindTree})
-	return err
+	ok, err := v.visit(chunk.Handle{ID: p.delta.base, Kind: chunk.KindTree})
+	if !ok || err != nil {
+		return err
+	}
+	b, err := r.loadBase(ctx, p.delta.base, id)
+	if err != nil {
+		return err
+	}
+	return v.extents(b.extents)
 }
