@@ -523,7 +523,17 @@ func TestBlobsLiveSetWithSharedBases(t *testing.T) {
 		t.Fatal("no delta pages")
 	}
 	parent, child := save(pc), save(c)
-	for _, order := range [][]chunk.ID{{child, parent}, {parent, child}} {
+	for _, tt := range []struct {
+		name  string
+		order []chunk.ID
+		bases *BaseSet
+	}{
+		{"child first", []chunk.ID{child, parent}, nil},
+		{"parent first", []chunk.ID{parent, child}, nil},
+		{"child first, BaseSet", []chunk.ID{child, parent}, NewBaseSet()},
+		{"parent first, BaseSet", []chunk.ID{parent, child}, NewBaseSet()},
+	} {
+		order := tt.order
 		live := map[chunk.Handle]bool{}
 		seen := func(h chunk.Handle) bool {
 			if live[h] {
@@ -533,14 +543,14 @@ func TestBlobsLiveSetWithSharedBases(t *testing.T) {
 			return false
 		}
 		for _, root := range order {
-			if err := Blobs(ctx, m, root, seen, func(chunk.Handle) error { return nil }); err != nil {
+			if err := BlobsWithBases(ctx, m, root, seen, tt.bases, func(chunk.Handle) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for _, root := range order {
 			err := Blobs(ctx, m, root, nil, func(h chunk.Handle) error {
 				if !live[h] {
-					t.Fatalf("blob %v of snapshot %v not marked when walking %v with one seen set", h, root.Short(), order)
+					t.Fatalf("%s: blob %v of snapshot %v not marked when walking with one seen set", tt.name, h, root.Short())
 				}
 				return nil
 			})
@@ -548,5 +558,62 @@ func TestBlobsLiveSetWithSharedBases(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestBlobsWithBasesLeavesReplacedData checks that a walk with a BaseSet
+// marks a delta page's base but not the data of the base entries the
+// child replaced, while Blobs marks them.
+func TestBlobsWithBasesLeavesReplacedData(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(10, 11))
+	m := NewMemStore()
+	xs := imageExtents(rng, 10_000)
+	pc, _, _ := buildWith(t, m, nil, xs)
+	next := slices.Clone(xs)
+	replaced := map[chunk.ID]bool{}
+	for i := 0; i < len(next); i += 97 {
+		if !next[i].Hole() {
+			replaced[next[i].ID] = true
+			next[i].ID = fakeID(rng.Uint64())
+		}
+	}
+	c, _, deltas := buildWith(t, m, NewContentReader(m, pc), next)
+	if deltas == 0 {
+		t.Fatal("no delta pages")
+	}
+	ids, _, err := SaveTree(ctx, m, &Tree{Nodes: []Node{{Name: "disk.img", Type: TypeImage, Size: c.Size(), Content: c}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	walk := func(bases *BaseSet) (data map[chunk.ID]bool, trees int) {
+		data = map[chunk.ID]bool{}
+		err := BlobsWithBases(ctx, m, ids[0], nil, bases, func(h chunk.Handle) error {
+			if h.Kind == chunk.KindData {
+				data[h.ID] = true
+			} else {
+				trees++
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data, trees
+	}
+	precise, preciseTrees := walk(NewBaseSet())
+	all, allTrees := walk(nil)
+	var inAll, inPrecise int
+	for id := range replaced {
+		if all[id] {
+			inAll++
+		}
+		if precise[id] {
+			inPrecise++
+		}
+	}
+	if preciseTrees != allTrees || inPrecise != 0 || inAll == 0 {
+		t.Fatalf("of %d replaced data blobs, Blobs visited %d and BlobsWithBases %d (want some and none); tree blobs %d and %d",
+			len(replaced), inAll, inPrecise, allTrees, preciseTrees)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/imagobackup/imago/chunk"
 )
@@ -116,16 +117,62 @@ func FindNode(ctx context.Context, l ChunkLoader, root chunk.ID, path string) (*
 // snapshots share only once.
 // seen and fn are called from the calling goroutine; an error from fn stops
 // the walk and is returned unchanged.
+//
+// A delta page's base page is visited with the data of all its entries:
+// the base may be a plain page of another snapshot, met there after seen
+// marked it, whose data must then have been visited. So with Blobs the data
+// of the entries a delta replaced counts as used; BlobsWithBases avoids
+// that for walks sharing one seen set.
 func Blobs(ctx context.Context, l ChunkLoader, root chunk.ID, seen func(chunk.Handle) bool, fn func(chunk.Handle) error) error {
-	v := &blobVisitor{l: l, seen: seen, fn: fn}
+	return BlobsWithBases(ctx, l, root, seen, nil, fn)
+}
+
+// BlobsWithBases is Blobs for walks of several snapshots that share seen
+// and bases (not nil): it visits a delta page's base page without the
+// data of its entries, and records it in bases, so that a walk that meets
+// the base as a plain page after seen skipped it still visits its data.
+// Then the data only a base names (entries later snapshots replaced) is
+// not visited. bases must be shared by every walk that shares seen.
+func BlobsWithBases(ctx context.Context, l ChunkLoader, root chunk.ID, seen func(chunk.Handle) bool, bases *BaseSet, fn func(chunk.Handle) error) error {
+	v := &blobVisitor{l: l, seen: seen, bases: bases, fn: fn}
 	return v.tree(ctx, root, 0)
 }
 
+// BaseSet holds the base pages of delta pages that walks sharing a seen
+// set marked without visiting their data (see BlobsWithBases). It is safe
+// for concurrent use. It holds each such base until a walk meets it as a
+// plain page, ~100 bytes per base: at most one per level-0 page of the
+// repository's image snapshots (~450 000 for a 1 TiB image, 45 MiB).
+type BaseSet struct {
+	mu sync.Mutex // guards ids
+	// ids are the bases met as bases and not since as plain pages.
+	ids map[chunk.ID]struct{}
+}
+
+// NewBaseSet returns an empty BaseSet.
+func NewBaseSet() *BaseSet { return &BaseSet{ids: make(map[chunk.ID]struct{})} }
+
+func (s *BaseSet) add(id chunk.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ids[id] = struct{}{}
+}
+
+// take removes id and reports whether it was there.
+func (s *BaseSet) take(id chunk.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	delete(s.ids, id)
+	return ok
+}
+
 type blobVisitor struct {
-	l    ChunkLoader
-	seen func(chunk.Handle) bool
-	fn   func(chunk.Handle) error
-	buf  []byte
+	l     ChunkLoader
+	seen  func(chunk.Handle) bool
+	bases *BaseSet // nil: visit bases with their data
+	fn    func(chunk.Handle) error
+	buf   []byte
 }
 
 // visit reports whether h should be descended into, after calling fn.
@@ -202,7 +249,9 @@ func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) erro
 		if err != nil {
 			return err
 		}
-		if !ok {
+		// A level-0 page marked before only as a delta's base: its data
+		// was not visited then.
+		if !ok && (p.level != 1 || v.bases == nil || !v.bases.take(ref.ID)) {
 			continue
 		}
 		child, err := r.load(ctx, ref, p.level-1)
@@ -226,16 +275,21 @@ func (v *blobVisitor) pages(ctx context.Context, r *ContentReader, p *page) erro
 
 // base visits the base page of delta page p (blob id), a KindTree blob the
 // snapshot needs to read p (often saved by an older snapshot that may be
-// forgotten), and the data blobs of all its entries, those p does not copy
-// included. A caller's seen may skip a blob "and everything below it": the
-// base may be met again as a plain page of another snapshot, which must
-// then find its data marked. The cost is that the data a base's replaced
-// entries name stays live until the page is saved in full again.
+// forgotten). Without a BaseSet it visits the data of all the base's
+// entries too (see Blobs). With one it records the base first, so that a
+// walk that meets it as a plain page after seen marked it here visits its
+// data then, whichever of the two walks calls seen first.
 func (v *blobVisitor) base(ctx context.Context, r *ContentReader, id chunk.ID, p *page) error {
 	if p.delta == nil {
 		return nil
 	}
-	ok, err := v.visit(chunk.Handle{ID: p.delta.base, Kind: chunk.KindTree})
+	h := chunk.Handle{ID: p.delta.base, Kind: chunk.KindTree}
+	if v.bases != nil {
+		v.bases.add(h.ID)
+		_, err := v.visit(h)
+		return err
+	}
+	ok, err := v.visit(h)
 	if !ok || err != nil {
 		return err
 	}

@@ -146,11 +146,12 @@ func walkUsed(ctx context.Context, r *repo.Repository, u *repo.UsedSet) error {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
 	slices.Sort(names)
+	bases := snapshot.NewBaseSet() // shared as u is (snapshot.BlobsWithBases)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(snapshotWalkers)
 	for _, name := range names {
 		g.Go(func() error {
-			err := walkSnapshot(gctx, r, name, u)
+			err := walkSnapshot(gctx, r, name, u, bases)
 			if err != nil && gctx.Err() != nil {
 				return gctx.Err()
 			}
@@ -164,7 +165,7 @@ func walkUsed(ctx context.Context, r *repo.Repository, u *repo.UsedSet) error {
 }
 
 // walkSnapshot loads snapshot name and marks every blob it references.
-func walkSnapshot(ctx context.Context, r *repo.Repository, name string, u *repo.UsedSet) error {
+func walkSnapshot(ctx context.Context, r *repo.Repository, name string, u *repo.UsedSet, bases *snapshot.BaseSet) error {
 	b, err := r.LoadFile(ctx, backend.Snapshot, name)
 	if err != nil {
 		return err
@@ -173,7 +174,7 @@ func walkSnapshot(ctx context.Context, r *repo.Repository, name string, u *repo.
 	if err != nil {
 		return err
 	}
-	return snapshot.Blobs(ctx, r, s.Tree,
-		func(h chunk.Handle) bool { return u.Mark(name, h) },
+	return snapshot.BlobsWithBases(ctx, r, s.Tree,
+		func(h chunk.Handle) bool { return u.Mark(name, h) }, bases,
 		func(chunk.Handle) error { return nil })
 }

@@ -101,7 +101,7 @@ func runPrune(ctx context.Context, g *globalOptions, r *repo.Repository, o *prun
 	defer unlockQuietly(g, shared)
 
 	start := time.Now()
-	w := &liveWalker{r: r, walked: make(map[string]bool)}
+	w := &liveWalker{r: r, walked: make(map[string]bool), bases: snapshot.NewBaseSet()}
 	g.printf("marking the blobs that snapshots use\n")
 	pr := g.startProgress(func() progressState {
 		return progressState{FilesDone: w.snapshots.Load(), Extra: fmt.Sprintf("%d blobs used", w.blobs.Load())}
@@ -234,10 +234,13 @@ func (o *pruneOptions) repoOptions() (repo.PruneOptions, error) {
 const liveWalkers = 4
 
 // liveWalker is the repo.LiveSet of a repository: it walks every snapshot
-// with snapshot.Blobs. It remembers the snapshots it walked, so that the
+// with snapshot.BlobsWithBases. It remembers the snapshots it walked, so that the
 // second call (under prune's exclusive lock) walks only the new ones.
 type liveWalker struct {
-	r         *repo.Repository
+	r *repo.Repository
+	// bases are the delta pages' bases marked without their data, shared
+	// by every walk (both calls) as mark is (snapshot.BlobsWithBases).
+	bases     *snapshot.BaseSet
 	snapshots atomic.Int64 // snapshots walked
 	blobs     atomic.Int64 // blobs marked
 
@@ -289,7 +292,7 @@ func (w *liveWalker) live(ctx context.Context, mark func(chunk.Handle) bool) err
 			if err != nil {
 				return fmt.Errorf("snapshot %s: %w", shortID(name), err)
 			}
-			err = snapshot.Blobs(gctx, w.r, s.Tree, seen, func(chunk.Handle) error { return nil })
+			err = snapshot.BlobsWithBases(gctx, w.r, s.Tree, seen, w.bases, func(chunk.Handle) error { return nil })
 			if err != nil {
 				return fmt.Errorf("snapshot %s: %w", shortID(name), err)
 			}
