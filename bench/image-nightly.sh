@@ -173,7 +173,7 @@ for n in $(seq 0 "$NIGHTS"); do
 	m=$("$CHURNER" measure -image "$IMG" -state "$STATE" -sim "$SIMS")
 	CHANGED=$(sed -n 's/.*changed=\([0-9]*\).*/\1/p' <<<"$m")
 	IDEAL=$(sed -n 's/.*ideal_bytes=\([0-9]*\).*/\1/p' <<<"$m")
-	grep '^sim ' <<<"$m" | sed 's/[a-z_]*=//g' | awk -v n="$n" -v i="$IDEAL" '{ print n "\t" $2 "\t" i "\t" $3 "\t" $4 "\t" $5 }' >>"$SIMROWS"
+	{ grep '^sim ' <<<"$m" || true; } | sed 's/[a-z_]*=//g' | awk -v n="$n" -v i="$IDEAL" '{ print n "\t" $2 "\t" i "\t" $3 "\t" $4 "\t" $5 }' >>"$SIMROWS"
 	echo "night $n: $(head -1 <<<"$m")" >&2
 	for c in $CONFIGS; do
 		backup "$n" "$c"
