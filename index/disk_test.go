@@ -73,14 +73,7 @@ func (m *model) check(t *testing.T, x *Index, r *mrand.Rand, full bool) {
 			break
 		}
 	}
-	for range 50 {
-		var h chunk.Handle
-		fillRandom(t, h.ID[:])
-		h.Kind = chunk.Kind(1 + r.IntN(2))
-		if _, ok := x.Lookup(h); ok || x.Has(h) {
-			t.Fatalf("unknown blob %v found", h)
-		}
-	}
+	checkUnknown(t, x, r, 50)
 }
 
 // TestDiskEquivalence drives an Index of each kind through random adds,

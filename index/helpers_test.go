@@ -77,3 +77,16 @@ func diskRuns(x *Index) (n [numKinds]int) {
 	}
 	return n
 }
+
+// checkUnknown fails if x finds any of n random handles.
+func checkUnknown(t *testing.T, x *Index, r *mrand.Rand, n int) {
+	t.Helper()
+	for range n {
+		var h chunk.Handle
+		fillRandom(t, h.ID[:])
+		h.Kind = chunk.Kind(1 + r.IntN(2))
+		if _, ok := x.Lookup(h); ok || x.Has(h) {
+			t.Fatalf("unknown blob %v found", h)
+		}
+	}
+}

@@ -63,14 +63,7 @@ func TestAddLookupAcrossMerges(t *testing.T) {
 					checkAll(t, x, want)
 				}
 			}
-			for range 1000 {
-				var h chunk.Handle
-				fillRandom(t, h.ID[:])
-				h.Kind = chunk.Kind(1 + r.IntN(2))
-				if _, ok := x.Lookup(h); ok || x.Has(h) {
-					t.Fatalf("unknown blob %v found", h)
-				}
-			}
+			checkUnknown(t, x, r, 1000)
 		})
 	}
 }
