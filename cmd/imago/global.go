@@ -357,11 +357,11 @@ func (g *globalOptions) openRepositoryWith(ctx context.Context, noIndex bool) (*
 	// memory.
 	// Check and repair build the index from the storage themselves; they
 	// still keep it in the cache folder's files rather than the heap.
-	opts := repo.OpenOptions{IndexDir: g.indexDir(g.cacheBase())}
+	base := g.cacheBase()
+	opts := repo.OpenOptions{NoIndex: true, IndexDir: g.indexDir(base)}
 	if !noIndex {
-		opts = g.cachedOptions(loc)
+		opts.WrapBackend = g.cacheWrapper(loc, base)
 	}
-	opts.NoIndex = true
 	r, err := repo.Open(ctx, be, pw, opts)
 	debug.FreeOSMemory()
 	if err == nil && !noIndex {
