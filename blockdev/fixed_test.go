@@ -32,20 +32,13 @@ func backupSplitter(t testing.TB, path string, m *snapshot.MemStore, opts Backup
 func TestFixedGuidedEqualsFull(t *testing.T) {
 	for _, opts := range fixedConfigs {
 		t.Run(fmt.Sprintf("%dK-seg%dK", opts.Params.Max/kiB, opts.SegmentSize/kiB), func(t *testing.T) {
-			dir := t.TempDir()
-			parentPath := dir + "/parent.img"
-			baseImage(t, parentPath)
-			m := snapshot.NewMemStore()
-			parent := backupPath(t, parentPath, m, opts)
-			checkSame(t, m, backupSplitter(t, parentPath, m, opts), parent)
-			parentExtents := listExtents(t, m, parent.Content)
-			streamParent := backupStream(t, parentPath, m, opts)
+			g := newGuidedBase(t, opts)
+			m, parent, streamParent := g.m, g.parent, g.streamParent
+			checkSame(t, m, backupSplitter(t, g.path, m, opts), parent)
 
 			for _, mu := range mutations {
 				t.Run(mu.name, func(t *testing.T) {
-					path := copyFile(t, parentPath, t.TempDir())
-					mu.fn(t, path, parentExtents)
-					want := readFile(t, path)
+					path, want := g.mutated(t, mu.fn)
 
 					ref := backupSplitter(t, path, m, opts)
 					full := backupPath(t, path, m, opts)

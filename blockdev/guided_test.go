@@ -143,22 +143,13 @@ var mutations = []struct {
 // stored as delta pages of the parent's) that a run without parent gives,
 // wherever the image changed, and reads it back byte for byte.
 func TestGuidedEqualsFull(t *testing.T) {
-	dir := t.TempDir()
-	parentPath := dir + "/parent.img"
-	baseImage(t, parentPath)
-	m := snapshot.NewMemStore()
 	opts := BackupOptions{Params: testParams, SegmentSize: testSegment, Workers: 3}
-	parent := backupPath(t, parentPath, m, opts)
-	parentExtents := listExtents(t, m, parent.Content)
-	// The parent read as a stream has no holes: it guides the file with
-	// cuts in other places than the file's own.
-	streamParent := backupStream(t, parentPath, m, opts)
+	g := newGuidedBase(t, opts)
+	m, parent, streamParent := g.m, g.parent, g.streamParent
 
 	for _, mu := range mutations {
 		t.Run(mu.name, func(t *testing.T) {
-			path := copyFile(t, parentPath, t.TempDir())
-			mu.fn(t, path, parentExtents)
-			want := readFile(t, path)
+			path, want := g.mutated(t, mu.fn)
 
 			full := backupPath(t, path, m, opts)
 			guidedOpts := opts
@@ -183,6 +174,35 @@ func TestGuidedEqualsFull(t *testing.T) {
 			checkSame(t, m, full, backupPath(t, path, m, guidedOpts))
 		})
 	}
+}
+
+// guidedBase is the parent image of the guided tests, backed up as a file
+// and as a stream (which has no holes, so it guides the file with cuts in
+// other places than the file's own), with the file's extents for the
+// mutations.
+type guidedBase struct {
+	path                 string
+	m                    *snapshot.MemStore
+	parent, streamParent *BackupResult
+	extents              []extentAt
+}
+
+func newGuidedBase(t *testing.T, opts BackupOptions) guidedBase {
+	t.Helper()
+	g := guidedBase{path: t.TempDir() + "/parent.img", m: snapshot.NewMemStore()}
+	baseImage(t, g.path)
+	g.parent = backupPath(t, g.path, g.m, opts)
+	g.extents = listExtents(t, g.m, g.parent.Content)
+	g.streamParent = backupStream(t, g.path, g.m, opts)
+	return g
+}
+
+// mutated returns a copy of the parent image changed by fn, and its bytes.
+func (g guidedBase) mutated(t *testing.T, fn mutation) (path string, data []byte) {
+	t.Helper()
+	path = copyFile(t, g.path, t.TempDir())
+	fn(t, path, g.extents)
+	return path, readFile(t, path)
 }
 
 // randomImage writes a random image of about 1.5 MiB to path: pieces of
