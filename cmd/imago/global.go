@@ -245,7 +245,7 @@ func writeCacheDirTag(dir string) {
 	if _, err := os.Stat(p); err == nil {
 		return
 	}
-	_ = os.WriteFile(p, []byte("Signature: 8a477f597d28d172789f06886806bc55\n# This folder is imago's cache of remote repositories.\n"), 0o600)
+	_ = os.WriteFile(p, []byte("Signature: 8a477f597d28d172789f06886806bc55\n# This folder is imago's cache: files of remote repositories and the index of every repository.\n"), 0o600)
 }
 
 // announceTreePacks tells r's cache, if it has one, which packs hold tree
