@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/imagobackup/imago/repo"
@@ -51,9 +52,11 @@ func main() {
 		debug.SetGCPercent(gcPercent)
 	}
 	stopProfile := startCPUProfile(os.Getenv("IMAGO_CPUPROFILE"))
+	stopTrace := startTrace(os.Getenv("IMAGO_TRACE"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:])
 	stop()
+	stopTrace()
 	stopProfile()
 	os.Exit(code)
 }
@@ -76,6 +79,27 @@ func startCPUProfile(path string) func() {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		_ = f.Close()
+	}
+}
+
+// startTrace writes an execution trace of the whole run to path (`go tool
+// trace`: which goroutine waits for what), when path is not empty (the
+// IMAGO_TRACE environment variable), and returns the function that ends it.
+func startTrace(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = trace.Start(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "imago: IMAGO_TRACE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		trace.Stop()
 		_ = f.Close()
 	}
 }
