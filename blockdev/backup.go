@@ -219,12 +219,15 @@ func (zeroReader) Read(p []byte) (int, error) {
 // segment: (Workers+1) × SegmentSize, 48 MiB on 2 cores, of a 1 GiB image
 // backup's 175 MiB peak RSS.
 func (b *backup) run(ctx context.Context) (*BackupResult, error) {
-	if b.src.direct != nil && b.parent != nil {
+	if b.src.direct != nil && b.parent != nil && !mostlyCached(b.src.f, 0, b.src.size) {
 		// Only with a parent: a backup without one is bound by compressing
 		// its new chunks on every core, and the extra processors only
 		// oversubscribe them (first backup of a 2 GiB image, warm: 4.4 s
 		// and 50 MiB without the raise, 5.1 s and 61 MiB with it; the cold
 		// nightly of an 8 GiB image: 4.9–5.1 s with it, 5.6–5.7 s without).
+		// Nor for an image the page cache holds, which readAt copies from
+		// there without waiting for the disk (2 GiB unchanged, warm:
+		// 1.19–1.26 s without the raise, 1.37–1.47 s with it).
 		defer raiseProcs(directDepth)()
 	}
 	g, gctx := errgroup.WithContext(ctx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -27,6 +28,9 @@ func openDirectSource(t *testing.T, path string) *Source {
 		t.Fatal(err)
 	}
 	dropCache(src.f, 0, 0)
+	if mostlyCached(src.f, 0, src.size) {
+		t.Fatalf("%s stays in the page cache after FADV_DONTNEED (tmpfs?): the direct reads would go untested", path)
+	}
 	return src
 }
 
@@ -55,6 +59,9 @@ func TestReadAtDirect(t *testing.T) {
 				}
 				p := buf[at : at+c.n]
 				clear(p)
+				// Cold again: the buffered reads of the cases before
+				// leave the kernel's readahead behind them in the cache.
+				dropCache(src.f, 0, 0)
 				if err := src.readAt(context.Background(), p, c.off); err != nil {
 					t.Fatalf("refuse %v: read %d at %d: %v", refuse, c.n, c.off, err)
 				}
@@ -131,4 +138,66 @@ func TestDirectBackup(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestWarmImageReadFromCache backs up an image the page cache holds (a VM
+// disk just written): it is copied from the cache, not read from the disk
+// again, and stays cached, as the backup did not bring it in. Cold, the
+// same image is read directly and is not cached afterwards.
+func TestWarmImageReadFromCache(t *testing.T) {
+	if !cachestatWorks(t) {
+		t.Skip("no cachestat(2) on this kernel (Linux < 6.5): every image is read as if cold")
+	}
+	path := filepath.Join(t.TempDir(), "warm.img")
+	img := append(randomBytes(8, 3*miB+5000), make([]byte, 1*miB)...)
+	writeAt(t, path, 0, img)
+	m := snapshot.NewMemStore()
+	opts := BackupOptions{Params: imageParams, SegmentSize: 2 * miB}
+	for _, warm := range []bool{true, false} {
+		src, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src.direct == nil {
+			t.Fatalf("no O_DIRECT for %s", path)
+		}
+		if err := src.f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if warm {
+			readFile(t, path) // it is cached now, whatever happened to it before
+		} else {
+			dropCache(src.f, 0, 0)
+		}
+		res, err := Backup(context.Background(), src, m, storeHasher{m}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Digest != blake3Hex(img) || !bytes.Equal(dump(t, m, res.Content), img) {
+			t.Fatalf("warm %v: the snapshot does not give the image", warm)
+		}
+		direct, cached := src.directBytes.Load(), src.cachedBytes.Load()
+		if warm && (direct != 0 || cached != int64(len(img))) {
+			t.Errorf("warm image: %d bytes read directly, %d from the cache; want 0 and %d", direct, cached, len(img))
+		}
+		if !warm && (direct < 3*miB || cached != 0) {
+			t.Errorf("cold image: %d bytes read directly, %d from the cache; want all but the unaligned tail directly", direct, cached)
+		}
+		if got := mostlyCached(src.f, 0, src.size); got != warm {
+			t.Errorf("warm %v: the image is cached after the backup: %v", warm, got)
+		}
+		src.Close()
+	}
+}
+
+// cachestatWorks reports whether this kernel has cachestat(2), which
+// mostlyCached asks.
+func cachestatWorks(t *testing.T) bool {
+	f, err := os.Open(os.Args[0]) // the test binary: cached, it is running
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	mostlyCached(f, 0, 4096)
+	return !noCachestat.Load()
 }

@@ -4,9 +4,11 @@
 // A Source is a block device (its size from the BLKGETSIZE64 ioctl), a
 // regular file read as a disk image (its holes found with SEEK_DATA and
 // SEEK_HOLE), or a stream such as stdin (no size, no holes, read once in
-// order). Reads are large and aligned, and the page cache behind them is
-// dropped with posix_fadvise so that a nightly backup does not evict the
-// machine's working set.
+// order). Reads are large and aligned, direct (O_DIRECT) where the
+// file system allows, and the page cache behind buffered ones is dropped
+// with posix_fadvise so that a nightly backup does not evict the machine's
+// working set; blocks the cache already held are copied from it and left
+// there.
 //
 // Backup turns a Source into the content list of an image node: the image is
 // read once, in order, and cut into fixed segments, each chunked on its own;

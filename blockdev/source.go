@@ -42,8 +42,10 @@ type Source struct {
 	// EINVAL; the source then reads buffered until it is closed.
 	direct   *os.File
 	noDirect atomic.Bool
-	// directBytes counts the bytes read with O_DIRECT (for tests).
+	// directBytes counts the bytes read with O_DIRECT, cachedBytes those
+	// read from the page cache because it held them (for tests).
 	directBytes atomic.Int64
+	cachedBytes atomic.Int64
 	// testDirectEINVAL, set by tests, fails every direct read with EINVAL.
 	testDirectEINVAL bool
 
@@ -214,16 +216,26 @@ func (s *Source) ranges(from, to int64, dst []Range) ([]Range, error) {
 // the page cache; the rest (an unaligned head or tail of a data span, the
 // end of a file whose size is not a multiple of directAlign, or all of p
 // when the source cannot read directly) is read through the page cache.
+//
+// Unless the page cache already holds most of p's bytes (a warm image,
+// such as a VM disk just written or read): then all of p is copied from
+// the cache, which is cheaper than reading the disk again (2 GiB unchanged
+// image, warm: 1.3–1.6 s instead of 1.6–2.1 s), and left there, since the
+// backup did not bring it in.
 func (s *Source) readAt(ctx context.Context, p []byte, off int64) error {
 	if s.direct == nil || s.noDirect.Load() {
-		return s.readBuffered(ctx, p, off)
+		return s.readBuffered(ctx, p, off, !s.keepCache)
+	}
+	if mostlyCached(s.f, off, int64(len(p))) {
+		s.cachedBytes.Add(int64(len(p)))
+		return s.readBuffered(ctx, p, off, false)
 	}
 	end := off + int64(len(p))
 	lo, hi := alignUp(off), alignDown(min(end, s.size))
 	if hi <= lo || !memAligned(p[lo-off:]) {
-		return s.readBuffered(ctx, p, off)
+		return s.readBuffered(ctx, p, off, !s.keepCache)
 	}
-	if err := s.readBuffered(ctx, p[:lo-off], off); err != nil {
+	if err := s.readBuffered(ctx, p[:lo-off], off, !s.keepCache); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -235,12 +247,12 @@ func (s *Source) readAt(ctx context.Context, p []byte, off int64) error {
 	}
 	// After a short or refused direct read, the buffered read goes on
 	// where it stopped (and reports a file that shrank).
-	return s.readBuffered(ctx, p[lo-off+int64(n):], lo+int64(n))
+	return s.readBuffered(ctx, p[lo-off+int64(n):], lo+int64(n), !s.keepCache)
 }
 
 // readBuffered is readAt through the page cache, in aligned reads of at
-// most readSize bytes, dropping the cache behind each.
-func (s *Source) readBuffered(ctx context.Context, p []byte, off int64) error {
+// most readSize bytes, dropping the cache behind each if drop is set.
+func (s *Source) readBuffered(ctx context.Context, p []byte, off int64, drop bool) error {
 	for len(p) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -249,7 +261,7 @@ func (s *Source) readBuffered(ctx context.Context, p []byte, off int64) error {
 		// aligned after an unaligned start.
 		n := min(int64(len(p)), readSize-off%readSize)
 		got, err := s.f.ReadAt(p[:n], off)
-		if got > 0 && !s.keepCache {
+		if got > 0 && drop {
 			dropCache(s.f, off, int64(got))
 		}
 		if int64(got) < n {

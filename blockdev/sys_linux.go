@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -88,6 +89,32 @@ func seekHole(f *os.File, off int64) (next int64, ok bool, err error) {
 // It is advice: errors are ignored.
 func dropCache(f *os.File, off, n int64) {
 	_ = control(f, func(fd int) error { return unix.Fadvise(fd, off, n, unix.FADV_DONTNEED) })
+}
+
+// noCachestat is set once cachestat(2) failed with ENOSYS (before Linux
+// 6.5), so that mostlyCached stops asking.
+var noCachestat atomic.Bool
+
+// mostlyCached reports whether the page cache holds at least half of the
+// pages of f in [off, off+n). It answers false when it cannot tell: the
+// source is then read as if cold.
+func mostlyCached(f *os.File, off, n int64) bool {
+	if n <= 0 || noCachestat.Load() {
+		return false
+	}
+	var st unix.Cachestat_t
+	err := control(f, func(fd int) error {
+		return unix.Cachestat(uint(fd), &unix.CachestatRange{Off: uint64(off), Len: uint64(n)}, &st, 0)
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			noCachestat.Store(true)
+		}
+		return false
+	}
+	page := int64(unix.Getpagesize())
+	pages := (off+n+page-1)/page - off/page
+	return int64(st.Cache)*2 >= pages
 }
 
 // adviseSequential tells the kernel f will be read sequentially, which

@@ -16,6 +16,7 @@ func seekData(*os.File, int64) (int64, bool, error) { return 0, false, errNoSeek
 func seekHole(*os.File, int64) (int64, bool, error) { return 0, false, errNoSeekData }
 func dropCache(*os.File, int64, int64)              {}
 func adviseSequential(*os.File)                     {}
+func mostlyCached(*os.File, int64, int64) bool      { return false }
 
 // openDirect: O_DIRECT is Linux's; other systems read and write through
 // their cache.
