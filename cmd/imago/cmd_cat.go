@@ -114,6 +114,13 @@ func catObject(ctx context.Context, r *repo.Repository, what, id string) (any, [
 		if kind == chunk.KindData {
 			return nil, b, nil
 		}
+		if snapshot.IsPage(b) {
+			v, err := snapshot.DecodePageView(b)
+			if err != nil {
+				return nil, nil, fmt.Errorf("content-list page %s: %w", cid.Short(), err)
+			}
+			return v, nil, nil
+		}
 		t, err := snapshot.DecodeTree(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("tree %s: %w", cid.Short(), err)

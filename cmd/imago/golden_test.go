@@ -155,6 +155,19 @@ func TestGoldenRepository(t *testing.T) {
 			}
 		}
 	})
+	t.Run("cat pages", func(t *testing.T) {
+		w := at(t)
+		for _, s := range m.Snapshots {
+			if s.Kind != "image" {
+				continue
+			}
+			level0, delta := catPages(t, w, s.ID)
+			if level0 != s.Image.Level0Pages || delta != s.Image.DeltaPages {
+				t.Errorf("cat tree on the pages of image snapshot %s: %d level-0 pages, %d of them delta pages; want %d and %d",
+					s.ID[:8], level0, delta, s.Image.Level0Pages, s.Image.DeltaPages)
+			}
+		}
+	})
 	t.Run("wrong password", func(t *testing.T) {
 		w := at(t)
 		w.password = m.Password + "x"
@@ -401,6 +414,52 @@ func compareGoldenEntries(t *testing.T, want, got []goldenEntry) {
 	for p := range byPath {
 		t.Errorf("%s: restored, but not in the manifest", p)
 	}
+}
+
+// catPages counts the level-0 pages of the image in snapshot id, and the
+// delta pages among them, as `imago cat tree` shows them.
+func catPages(t *testing.T, e *env, id string) (level0, delta int) {
+	t.Helper()
+	var snap struct{ Tree string }
+	if err := jsonUnmarshal(e.mustRun("cat", "snapshot", id).stdout, &snap); err != nil {
+		t.Fatal(err)
+	}
+	var root struct {
+		Nodes []struct {
+			Content struct{ Pages []struct{ ID string } }
+		}
+	}
+	if err := jsonUnmarshal(e.mustRun("cat", "tree", snap.Tree).stdout, &root); err != nil || len(root.Nodes) != 1 {
+		t.Fatalf("snapshot %s: root tree: %v", id[:8], err)
+	}
+	var walk func(page string)
+	walk = func(page string) {
+		var v struct {
+			Format string
+			Level  int
+			Pages  []struct{ ID string }
+		}
+		if err := jsonUnmarshal(e.mustRun("cat", "tree", page).stdout, &v); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case v.Format == "delta":
+			level0++
+			delta++
+		case v.Format == "page" && v.Level == 0:
+			level0++
+		case v.Format == "page":
+			for _, p := range v.Pages {
+				walk(p.ID)
+			}
+		default:
+			t.Fatalf("cat tree %s: format %q", page[:8], v.Format)
+		}
+	}
+	for _, p := range root.Nodes[0].Content.Pages {
+		walk(p.ID)
+	}
+	return level0, delta
 }
 
 // goldenPages counts the level-0 pages of the content list of the image
