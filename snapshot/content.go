@@ -51,6 +51,7 @@ type ContentBuilder struct {
 	parent *ContentReader
 	off    uint64 // content offset of the open level-0 page
 	dbuf   []byte // delta encoding buffer, reused
+	pbuf   []byte // the parent's delta page, re-encoded to measure it
 	deltas int    // delta pages saved
 }
 
@@ -90,7 +91,8 @@ func NewContentBuilder(s ChunkSaver) *ContentBuilder {
 // NewContentBuilderWithParent returns a builder saving pages through s that
 // states a level-0 page as a delta page of the parent's page at the same
 // content offset (or of that page's base, when it is itself a delta) when
-// the delta takes at most half the bytes of the full page. Where pages are
+// the delta takes at most half the bytes of the full page and its base's
+// deltas have not yet cost more than the full page. Where pages are
 // cut does not change, nor the extents the list reads back; only page IDs
 // may differ from a list built without the parent (or with another one).
 // The parent's pages must be in the repository s saves to, and stay there
@@ -279,9 +281,10 @@ func (b *ContentBuilder) cut(ctx context.Context, lv *buildLevel, n int) error {
 // delta returns the encoding of the level-0 page of entries xs as a delta
 // page of the parent's page at the builder's offset, or nil when the full
 // encoding (full bytes long) is to be saved: the parent has no page there,
-// the page is its base's twin (the full page then has the base's ID), or
-// the delta would take more than half the full page's bytes. Once enough
-// change has accumulated against a base, the page is thus saved in full and
+// the page is its base's twin (the full page then has the base's ID), the
+// delta would take more than half the full page's bytes, or the deltas of
+// its base have cost more than the full page (below). Once enough change
+// has accumulated against a base, the page is thus saved in full and
 // becomes the base of the next nights' deltas; a base is never a delta.
 func (b *ContentBuilder) delta(ctx context.Context, xs []Extent, full int) ([]byte, error) {
 	z, ok, err := b.parent.levelZeroAt(ctx, b.off)
@@ -317,6 +320,31 @@ func (b *ContentBuilder) delta(ctx context.Context, xs []Extent, full int) ([]by
 	}
 	if deltaMaxShare*len(b.dbuf) > full {
 		return nil, nil
+	}
+	if d != z.p.delta {
+		// Rent or buy: a delta is paid again every night it is carried,
+		// the full page once. With a delta that grows by g bytes a night
+		// and is n bytes now, the deltas of this base so far cost about
+		// n²/(2g); once that passes the full page, writing it in full (the
+		// base of the nights after) costs less. The steady state is then
+		// about √(2gF) a night per page of F bytes, against F/4 + 2g with
+		// the half-page cap alone (see deltaMaxShare). g is what the delta
+		// gained over the parent's page when that is a delta of the same
+		// base, else all of it.
+		n := len(b.dbuf)
+		growth := n
+		if z.p.delta != nil && z.p.delta.base == d.base {
+			b.pbuf, err = appendDeltaPage(b.pbuf[:0], z.p.delta)
+			if err != nil {
+				return nil, err
+			}
+			if g := n - len(b.pbuf); g > 0 {
+				growth = g
+			}
+		}
+		if n*n > 2*growth*full {
+			return nil, nil
+		}
 	}
 	b.deltas++
 	return b.dbuf, nil

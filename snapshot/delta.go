@@ -46,10 +46,13 @@ const (
 	// deltaMaxShare: a writer saves a delta page only when it takes at most
 	// 1/deltaMaxShare of the full page's bytes. Deltas accumulate against a
 	// fixed base until the page is saved in full again: with c bytes of
-	// delta per night and a full page of F bytes, the page is rewritten
-	// every F/(deltaMaxShare·c) nights and costs about
+	// delta per night and a full page of F bytes, this cap alone rewrites
+	// the page every F/(deltaMaxShare·c) nights and costs about
 	// F/(2·deltaMaxShare) + deltaMaxShare·c per night, the price of reads
-	// that never chain. Simulated (40 nights, 1% of 100k 8 KiB extents
+	// that never chain; a quarter of the list a night, however little
+	// changes. ContentBuilder.delta therefore also rewrites a page once its
+	// base's deltas have cost more than the page (about √(2cF) a night);
+	// the cap still bounds what a read loads. Simulated (40 nights, 1% of 100k 8 KiB extents
 	// replaced per night): nights 1-10 wrote 3-13% of the full list each;
 	// nights 20-39 23.5% with 2, 16.8% with 4, 15.9% with 8. On the real
 	// churn of bench/image-nightly.sh (512 MiB, 12 nights) 4 wrote as
