@@ -117,6 +117,20 @@ func mostlyCached(f *os.File, off, n int64) bool {
 	return int64(st.Cache)*2 >= pages
 }
 
+// mapHuge maps size bytes of anonymous memory at an address aligned to
+// hugePage and asks for transparent huge pages there (advice: the kernel may
+// give small pages). It returns nil where the mapping fails.
+func mapHuge(size int) (mem []byte, unmap func()) {
+	m, err := unix.Mmap(-1, 0, size+hugePage, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, nil
+	}
+	k := (hugePage - int(uintptr(unsafe.Pointer(unsafe.SliceData(m)))%hugePage)) % hugePage
+	mem = m[k : k+size : k+size]
+	_ = unix.Madvise(mem, unix.MADV_HUGEPAGE)
+	return mem, func() { _ = unix.Munmap(m) }
+}
+
 // adviseSequential tells the kernel f will be read sequentially, which
 // doubles its readahead window. It is advice: errors are ignored.
 func adviseSequential(f *os.File) {

@@ -17,6 +17,7 @@ func seekHole(*os.File, int64) (int64, bool, error) { return 0, false, errNoSeek
 func dropCache(*os.File, int64, int64)              {}
 func adviseSequential(*os.File)                     {}
 func mostlyCached(*os.File, int64, int64) bool      { return false }
+func mapHuge(int) ([]byte, func())                  { return nil, nil }
 
 // openDirect: O_DIRECT is Linux's; other systems read and write through
 // their cache.
