@@ -26,7 +26,8 @@
 // several windows are loaded and written at once, and the image digest is
 // computed over the windows in order and verified at the end.
 //
-// Memory is bounded: Backup holds 4 read blocks of 1 MiB, a window of
+// Memory is bounded: Backup holds 8 read blocks of 1 MiB (in one mapping
+// backed by transparent huge pages where the kernel gives them), a window of
 // Params.Max + 1.5 MiB over them, and a ring of 8 MiB (at least 2 ×
 // Params.Max) for the new chunks waiting to be saved, whatever the segment
 // size, the image size and the number of workers; Restore Workers window
