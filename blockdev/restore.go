@@ -111,6 +111,10 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 		progress = new(RestoreProgress)
 	}
 
+	// The window buffers, from one mapping with huge pages as Backup's read
+	// blocks (arena); released once every goroutine below has ended.
+	bufs := newArena(windows * windowData)
+	defer bufs.release()
 	g, gctx := errgroup.WithContext(ctx)
 	// free holds the window buffers; taking one is the permit to start a
 	// window, so at most windows windows are in flight.
@@ -138,7 +142,11 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 			if cap(w.buf) < w.data {
 				// Aligned, so that the target can write runs of chunks
 				// that are aligned on it with O_DIRECT (Target.writeAt).
-				w.buf = alignedBuf(max(w.data, windowData))
+				if w.data <= windowData {
+					w.buf = bufs.get(windowData)
+				} else {
+					w.buf = alignedBuf(w.data)
+				}
 			}
 			w.buf = w.buf[:w.data]
 			w.done = make(chan struct{})
