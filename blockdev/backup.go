@@ -3,7 +3,6 @@ package blockdev
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"runtime"
@@ -244,7 +243,7 @@ func (b *backup) run(ctx context.Context) (*BackupResult, error) {
 	items := make(chan item, readBlocks)
 	sums := make(chan item, readBlocks)
 	sv := newSaver(b.saver, b.progress, int(b.opts.Params.Max))
-	digest := blake3.New()
+	digest := NewImageDigest()
 
 	g.Go(func() error {
 		err := b.read(gctx, free, items, sums)
@@ -277,7 +276,7 @@ func (b *backup) run(ctx context.Context) (*BackupResult, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	res.Digest = hex.EncodeToString(digest.Sum(nil))
+	res.Digest = digest.Hex()
 	if err := b.src.checkSize(); err != nil {
 		return nil, err
 	}
@@ -639,7 +638,7 @@ func (b *backup) readStream(ctx context.Context, q *readQueue) error {
 
 // hashDigest hashes the image into digest, in order, from the blocks and
 // holes the reader sends to sums, and gives the blocks back.
-func hashDigest(ctx context.Context, digest *blake3.Hasher, free chan<- *block, sums <-chan item) error {
+func hashDigest(ctx context.Context, digest *ImageDigest, free chan<- *block, sums <-chan item) error {
 	for {
 		select {
 		case it, ok := <-sums:
@@ -647,10 +646,10 @@ func hashDigest(ctx context.Context, digest *blake3.Hasher, free chan<- *block, 
 				return nil
 			}
 			if it.blk == nil {
-				hashZeros(digest, it.zeros)
+				digest.Zeros(it.zeros)
 				continue
 			}
-			_, _ = digest.Write(it.data())
+			digest.Write(it.data())
 			it.blk.release(free)
 		case <-ctx.Done():
 			return ctx.Err()

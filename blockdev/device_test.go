@@ -58,7 +58,7 @@ func TestDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.BytesRead != 4*miB || res.Digest != blake3Hex(readFile(t, backing)) {
+	if res.BytesRead != 4*miB || res.Digest != imageDigestHex(readFile(t, backing)) {
 		t.Fatalf("read %d bytes, digest %s", res.BytesRead, res.Digest)
 	}
 

@@ -107,8 +107,8 @@ type BackupResult struct {
 	Content snapshot.Content
 	// Size is the image length in bytes.
 	Size uint64
-	// Digest is the lowercase hex unkeyed BLAKE3-256 of the whole image,
-	// holes read as zeros (snapshot.ImageInfo.Digest).
+	// Digest is the image digest (ImageDigest), in lowercase hex, holes
+	// read as zeros (snapshot.ImageInfo.TreeDigest).
 	Digest string
 	// Extents is the number of extents in Content.
 	Extents uint64

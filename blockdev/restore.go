@@ -45,10 +45,14 @@ type RestoreOptions struct {
 	Workers int
 	// Progress, if not nil, is updated while Restore runs.
 	Progress *RestoreProgress
-	// Digest is the expected lowercase hex BLAKE3-256 of the image
-	// (snapshot.ImageInfo.Digest). When set, the restored bytes are hashed
-	// in order and a mismatch is an error wrapping ErrDigestMismatch.
-	Digest string
+	// Digest is the expected image digest (ImageDigest, in lowercase hex;
+	// snapshot.ImageInfo.TreeDigest). PlainDigest is the expected plain
+	// BLAKE3-256 of the whole image, which snapshots recorded before the
+	// image digest (snapshot.ImageInfo.Digest). The restored bytes are
+	// hashed in order for each one set, and a mismatch is an error
+	// wrapping ErrDigestMismatch.
+	Digest      string
+	PlainDigest string
 }
 
 // RestoreProgress counts the work of a running Restore; it may be read at
@@ -86,8 +90,8 @@ type restoreWindow struct {
 // loading its chunks through l with few large reads (snapshot.LoadChunks)
 // and writing its runs of consecutive chunks with one write each. Holes
 // are skipped on files and on devices opened with Sparse, and written as
-// zeros otherwise. With opts.Digest set, the image is hashed in order as it
-// is written and checked against it. The target is flushed to stable
+// zeros otherwise. With opts.Digest (or PlainDigest) set, the image is
+// hashed in order as it is written and checked against it. The target is flushed to stable
 // storage (fsync) before Restore returns. On error the target holds part of
 // the image.
 func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, size int64, t *Target, opts RestoreOptions) error {
@@ -210,7 +214,8 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 		return err
 	})
 
-	digest := blake3.New()
+	digest := NewImageDigest()
+	plain := blake3.New()
 	g.Go(func() error {
 		for w := range queue {
 			select {
@@ -221,8 +226,8 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 			if w.err != nil {
 				return w.err
 			}
-			if opts.Digest != "" {
-				hashWindow(digest, w)
+			if opts.Digest != "" || opts.PlainDigest != "" {
+				hashWindow(digest, plain, opts, w)
 			}
 			var n uint64
 			for _, it := range w.items {
@@ -237,8 +242,13 @@ func Restore(ctx context.Context, l snapshot.ChunkLoader, c snapshot.Content, si
 		return fmt.Errorf("restore image to %s: %w", t.name, err)
 	}
 	if opts.Digest != "" {
-		if got := hex.EncodeToString(digest.Sum(nil)); got != opts.Digest {
-			return fmt.Errorf("%w: %s has BLAKE3 %s, the snapshot records %s", ErrDigestMismatch, t.name, got, opts.Digest)
+		if got := digest.Hex(); got != opts.Digest {
+			return fmt.Errorf("%w: %s has image digest %s, the snapshot records %s", ErrDigestMismatch, t.name, got, opts.Digest)
+		}
+	}
+	if opts.PlainDigest != "" {
+		if got := hex.EncodeToString(plain.Sum(nil)); got != opts.PlainDigest {
+			return fmt.Errorf("%w: %s has BLAKE3 %s, the snapshot records %s", ErrDigestMismatch, t.name, got, opts.PlainDigest)
 		}
 	}
 	if err := t.f.Sync(); err != nil {
@@ -291,13 +301,20 @@ func restoreWindowTo(ctx context.Context, l snapshot.ChunkLoader, t *Target, w *
 	return ctx.Err()
 }
 
-// hashWindow adds the bytes of w, in order, to the digest.
-func hashWindow(digest *blake3.Hasher, w *restoreWindow) {
+// hashWindow adds the bytes of w, in order, to the digests opts asks for.
+func hashWindow(digest *ImageDigest, plain *blake3.Hasher, opts RestoreOptions, w *restoreWindow) {
 	_ = w.eachRun(func(_ int64, hole uint64, data []byte) error {
-		if data == nil {
-			hashZeros(digest, int64(hole))
-		} else {
-			_, _ = digest.Write(data)
+		switch {
+		case data == nil && opts.Digest != "":
+			digest.Zeros(int64(hole))
+		case opts.Digest != "":
+			digest.Write(data)
+		}
+		switch {
+		case data == nil && opts.PlainDigest != "":
+			hashZeros(plain, int64(hole))
+		case opts.PlainDigest != "":
+			_, _ = plain.Write(data)
 		}
 		return nil
 	})

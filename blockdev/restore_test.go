@@ -100,6 +100,21 @@ func TestRestoreDetectsDamage(t *testing.T) {
 			t.Fatalf("got %v, want ErrDigestMismatch", err)
 		}
 	})
+	// Snapshots from before the image digest record a plain BLAKE3 of the
+	// whole image, which is checked the same way.
+	t.Run("plain digest", func(t *testing.T) {
+		img := readFile(t, path)
+		if err := restoreTo(t, m, res, out, RestoreOptions{PlainDigest: blake3Hex(img)}); err != nil {
+			t.Fatal(err)
+		}
+		img[len(img)/2] ^= 1
+		if err := restoreTo(t, m, res, out, RestoreOptions{PlainDigest: blake3Hex(img)}); !errors.Is(err, ErrDigestMismatch) {
+			t.Fatalf("plain BLAKE3 of other bytes: got %v, want ErrDigestMismatch", err)
+		}
+		if err := restoreTo(t, m, res, out, RestoreOptions{Digest: res.Digest, PlainDigest: strings.Repeat("0", 64)}); !errors.Is(err, ErrDigestMismatch) {
+			t.Fatalf("a right digest and a wrong plain one: got %v, want ErrDigestMismatch", err)
+		}
+	})
 	t.Run("content list of another size", func(t *testing.T) {
 		tgt, err := OpenTarget(out, int64(res.Size)+1, TargetOptions{})
 		if err != nil {

@@ -95,8 +95,13 @@ type Snapshot struct {
 type ImageInfo struct {
 	// Size is the image length in bytes.
 	Size uint64 `json:"size"`
-	// Digest is the lowercase hex unkeyed BLAKE3-256 of the whole image.
-	Digest string `json:"digest"`
+	// TreeDigest is the image digest of docs/FORMAT.md §7 (BLAKE3 over
+	// 1 MiB leaves, blockdev.ImageDigest) in lowercase hex: what image
+	// backups record. Digest is the plain unkeyed BLAKE3-256 of the whole
+	// image, which snapshots recorded before (empty since). Restores check
+	// each one that is set.
+	TreeDigest string `json:"tree_digest,omitempty"`
+	Digest     string `json:"digest"`
 	// Name is the source the image was read from (device or file path).
 	Name string `json:"name"`
 }
@@ -179,6 +184,9 @@ func (s *Snapshot) validate() *FormatError {
 	}
 	if s.Image != nil && s.Image.Digest != "" && !isLowerHex(s.Image.Digest, 64) {
 		return bad("image digest %q is not 64 lowercase hex digits", s.Image.Digest)
+	}
+	if s.Image != nil && s.Image.TreeDigest != "" && !isLowerHex(s.Image.TreeDigest, 64) {
+		return bad("image tree digest %q is not 64 lowercase hex digits", s.Image.TreeDigest)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ func sampleSnapshot() *Snapshot {
 		Parent: &parent, Tree: fakeID(1),
 		Summary: &Summary{FilesNew: 1, BytesRead: 1 << 30, BytesSkippedHoles: 5, DataAdded: 12345, DataBlobs: 7, TreeBlobs: 3,
 			BackupStart: t0.Add(-time.Minute), BackupEnd: t0, DurationSeconds: 60.5},
-		Image:          &ImageInfo{Size: 1 << 40, Digest: strings.Repeat("ab", 32), Name: "/dev/sda"},
+		Image:          &ImageInfo{Size: 1 << 40, TreeDigest: strings.Repeat("cd", 32), Digest: strings.Repeat("ab", 32), Name: "/dev/sda"},
 		ProgramVersion: "imago 0.1.0",
 		Version:        FormatVersion,
 	}
@@ -124,6 +124,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"image kind without image", edit(func(m map[string]any) { delete(m, "image") })},
 		{"files kind with image", edit(func(m map[string]any) { m["kind"] = "files" })},
 		{"bad digest", edit(func(m map[string]any) { m["image"].(map[string]any)["digest"] = "ABCD" })},
+		{"bad tree digest", edit(func(m map[string]any) { m["image"].(map[string]any)["tree_digest"] = strings.Repeat("g", 64) })},
 		{"negative uid", edit(func(m map[string]any) { m["uid"] = -1 })},
 	}
 	for _, tt := range tests {

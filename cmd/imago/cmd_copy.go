@@ -319,7 +319,7 @@ func snapshotIdentity(s *snapshot.Snapshot) string {
 	slices.Sort(tags)
 	digest := ""
 	if s.Image != nil {
-		digest = s.Image.Digest
+		digest = s.Image.TreeDigest + s.Image.Digest // one of them is set
 	}
 	// NUL cannot occur in any of the fields' text.
 	return strings.Join([]string{

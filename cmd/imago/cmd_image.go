@@ -156,7 +156,7 @@ func runImageBackup(ctx context.Context, g *globalOptions, o *backupOptions, arg
 		}
 	}
 	sn := newSnapshotRecord(host, snapTime, []string{path}, o.tags, snapshot.KindImage, parentID, ids[0], &sum)
-	sn.Image = &snapshot.ImageInfo{Size: res.Size, Digest: res.Digest, Name: node.Name}
+	sn.Image = &snapshot.ImageInfo{Size: res.Size, TreeDigest: res.Digest, Name: node.Name}
 	id, err := saveSnapshot(ctx, r, sn)
 	if err != nil {
 		return err
@@ -256,11 +256,11 @@ func restoreImage(ctx context.Context, g *globalOptions, r *repo.Repository, s s
 		return progressState{BytesDone: int64(prog.BytesDone.Load()), BytesTotal: int64(n.Size)}
 	})
 	start := time.Now()
-	digest := ""
+	opts := blockdev.RestoreOptions{Progress: prog}
 	if s.Image != nil {
-		digest = s.Image.Digest
+		opts.Digest, opts.PlainDigest = s.Image.TreeDigest, s.Image.Digest
 	}
-	err = blockdev.Restore(ctx, r, n.Content, int64(n.Size), t, blockdev.RestoreOptions{Progress: prog, Digest: digest})
+	err = blockdev.Restore(ctx, r, n.Content, int64(n.Size), t, opts)
 	pr.Stop()
 	if cerr := t.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close %s: %w", path, cerr)
@@ -273,11 +273,11 @@ func restoreImage(ctx context.Context, g *globalOptions, r *repo.Repository, s s
 		return g.printJSON(map[string]any{
 			"message_type": "summary", "snapshot_id": s.ID, "target": path, "bytes_restored": n.Size,
 			"bytes_written": prog.BytesWritten.Load(), "bytes_holes": prog.BytesSkipped.Load(),
-			"digest_verified": digest != "", "duration_seconds": el,
+			"digest_verified": opts.Digest != "" || opts.PlainDigest != "", "duration_seconds": el,
 		})
 	}
 	g.printf("restored image %s (%s) to %s in %s", n.Name, formatBytes(int64(n.Size)), path, formatDuration(el))
-	if digest != "" {
+	if opts.Digest != "" || opts.PlainDigest != "" {
 		g.printf(", digest verified")
 	}
 	g.printf("\n")

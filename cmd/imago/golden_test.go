@@ -93,8 +93,11 @@ type goldenImage struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
-	// Digest is the image digest the snapshot records (BLAKE3).
-	Digest string `json:"digest"`
+	// Digest and TreeDigest are the image digests the snapshot records:
+	// the plain BLAKE3 of the image (golden-v1) or the leaf digest (later
+	// fixtures; docs/FORMAT.md §7).
+	Digest     string `json:"digest"`
+	TreeDigest string `json:"tree_digest,omitempty"`
 	// Level0Pages and DeltaPages count the level-0 pages of the content
 	// list (plain 0x02 pages and 0x03 delta pages, both in Level0Pages).
 	Level0Pages int `json:"level0_pages"`
@@ -291,9 +294,10 @@ type listedSnapshot struct {
 	Kind   string    `json:"kind"`
 	Parent string    `json:"parent"`
 	Image  *struct {
-		Size   int64  `json:"size"`
-		Digest string `json:"digest"`
-		Name   string `json:"name"`
+		Size       int64  `json:"size"`
+		Digest     string `json:"digest"`
+		TreeDigest string `json:"tree_digest"`
+		Name       string `json:"name"`
 	} `json:"image"`
 }
 
@@ -334,7 +338,8 @@ func compareGoldenSnapshots(t *testing.T, want []goldenSnapshot, got []listedSna
 		}
 		if (g.Image != nil) != (w.Image != nil) {
 			t.Errorf("snapshot %s: image %v, want %v", w.ID[:8], g.Image, w.Image)
-		} else if w.Image != nil && (g.Image.Size != w.Image.Size || g.Image.Digest != w.Image.Digest || g.Image.Name != w.Image.Name) {
+		} else if w.Image != nil && (g.Image.Size != w.Image.Size || g.Image.Digest != w.Image.Digest ||
+			g.Image.TreeDigest != w.Image.TreeDigest || g.Image.Name != w.Image.Name) {
 			t.Errorf("snapshot %s: image %+v, want %+v", w.ID[:8], *g.Image, *w.Image)
 		}
 	}
@@ -593,7 +598,7 @@ func generateGolden(t *testing.T) {
 	for _, s := range listSnapshotsJSON(t, e) {
 		for i := range images {
 			if images[i].ID == s.ID && s.Image != nil {
-				images[i].Image.Digest = s.Image.Digest
+				images[i].Image.Digest, images[i].Image.TreeDigest = s.Image.Digest, s.Image.TreeDigest
 			}
 		}
 	}

@@ -157,7 +157,7 @@ func (c *countedRemote) backupImage(ctx context.Context, img string, when time.T
 		t.Fatal(err)
 	}
 	sn := newSnapshotRecord(host, when, []string{img}, nil, snapshot.KindImage, parentID, ids[0], &snapshot.Summary{})
-	sn.Image = &snapshot.ImageInfo{Size: res.Size, Digest: res.Digest, Name: node.Name}
+	sn.Image = &snapshot.ImageInfo{Size: res.Size, TreeDigest: res.Digest, Name: node.Name}
 	if _, err := saveSnapshot(ctx, r, sn); err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestRestoreFromS3Counted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = blockdev.Restore(ctx, r, n.Content, int64(n.Size), tgt, blockdev.RestoreOptions{Digest: s.Image.Digest})
+			err = blockdev.Restore(ctx, r, n.Content, int64(n.Size), tgt, blockdev.RestoreOptions{Digest: s.Image.TreeDigest, PlainDigest: s.Image.Digest})
 			tgt.Close()
 			if err != nil {
 				t.Fatal(err)
