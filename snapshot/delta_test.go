@@ -13,6 +13,15 @@ import (
 	"github.com/imagobackup/imago/chunk"
 )
 
+// dataExtents returns n extents of distinct 8 KiB data chunks.
+func dataExtents(rng *rand.Rand, n int) []Extent {
+	xs := make([]Extent, n)
+	for i := range xs {
+		xs[i] = Extent{Length: 8192, ID: fakeID(rng.Uint64())}
+	}
+	return xs
+}
+
 // imageExtents returns n extents as an image gives them: 8 KiB data chunks
 // with a hole of a few chunks every ~50.
 func imageExtents(rng *rand.Rand, n int) []Extent {
@@ -209,10 +218,7 @@ func TestDeltaPagesReadBackTheSameExtents(t *testing.T) {
 
 func TestDeltaPagesScatteredChurn(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	xs := make([]Extent, 100_000)
-	for i := range xs {
-		xs[i] = Extent{Length: 8192, ID: fakeID(rng.Uint64())}
-	}
+	xs := dataExtents(rng, 100_000)
 	m := NewMemStore()
 	pc, _, _ := buildWith(t, m, nil, xs)
 	parent := NewContentReader(m, pc)
@@ -245,10 +251,7 @@ func TestDeltaPagesScatteredChurn(t *testing.T) {
 // √(2cF) (3% here), and the list still reads back the same.
 func TestDeltaPagesLowChurnRewriteBases(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	xs := make([]Extent, 20_000)
-	for i := range xs {
-		xs[i] = Extent{Length: 8192, ID: fakeID(rng.Uint64())}
-	}
+	xs := dataExtents(rng, 20_000)
 	m := NewMemStore()
 	pc, full, _ := buildWith(t, m, nil, xs)
 	parent := NewContentReader(m, pc)

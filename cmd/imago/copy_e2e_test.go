@@ -125,13 +125,7 @@ func TestCopyRefusesDifferentChunkerParams(t *testing.T) {
 
 func TestCopyImageSnapshot(t *testing.T) {
 	src := newEnv(t)
-	img := filepath.Join(t.TempDir(), "vm.raw")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(40 << 20)
-	f.Close()
+	img := sparseImage(t, "vm.raw", 40<<20)
 	writeAt(t, img, 1<<20, 6<<20, 1)
 	writeAt(t, img, 30<<20, 2<<20, 2) // data after a hole
 	first := src.backupJSON("--image", img, "--time", time.Date(2026, 2, 1, 2, 0, 0, 0, time.UTC).Format(time.RFC3339))

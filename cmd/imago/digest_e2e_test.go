@@ -14,15 +14,7 @@ import (
 // and another one once a byte changed.
 func TestDigestCommand(t *testing.T) {
 	e := newEnv(t)
-	img := filepath.Join(t.TempDir(), "disk.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(40 << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	img := sparseImage(t, "disk.img", 40<<20)
 	writeAt(t, img, 3<<20+100, 5<<20, 1)
 	writeAt(t, img, 30<<20, 1<<20, 2)
 	e.mustRun("backup", "-q", "--image", img)

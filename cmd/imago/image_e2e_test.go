@@ -40,6 +40,22 @@ func allocated(t *testing.T, path string) int64 {
 	return st.Blocks * 512
 }
 
+// sparseImage creates an image file of size bytes, all hole, in a new
+// temporary folder.
+func sparseImage(t *testing.T, name string, size int64) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), name)
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // writeAt writes n pseudo-random bytes at off in the image file.
 func writeAt(t *testing.T, path string, off int64, n int, seed uint64) {
 	t.Helper()
@@ -64,13 +80,7 @@ func writeAt(t *testing.T, path string, off int64, n int, seed uint64) {
 // its holes still holes.
 func TestImageNightsRestoreIdentical(t *testing.T) {
 	e := newEnv(t)
-	img := filepath.Join(t.TempDir(), "vm.raw")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(96 << 20)
-	f.Close()
+	img := sparseImage(t, "vm.raw", 96<<20)
 	writeAt(t, img, 1<<20, 6<<20, 1)  // data
 	writeAt(t, img, 40<<20, 3<<20, 2) // data after a hole
 	const seg = 16 << 20              // the default image segment

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
@@ -66,40 +67,33 @@ func main() {
 // a real command; see docs/PERFORMANCE.md), and returns the function that
 // ends it.
 func startCPUProfile(path string) func() {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err == nil {
-		err = pprof.StartCPUProfile(f)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "imago: IMAGO_CPUPROFILE: %v\n", err)
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		_ = f.Close()
-	}
+	return startRecording("IMAGO_CPUPROFILE", path, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // startTrace writes an execution trace of the whole run to path (`go tool
 // trace`: which goroutine waits for what), when path is not empty (the
 // IMAGO_TRACE environment variable), and returns the function that ends it.
 func startTrace(path string) func() {
+	return startRecording("IMAGO_TRACE", path, trace.Start, trace.Stop)
+}
+
+// startRecording creates path and starts a recording into it; the function
+// it returns stops the recording and closes the file. Failures are
+// reported on stderr under the name of the variable that asked for it.
+func startRecording(name, path string, start func(io.Writer) error, stop func()) func() {
 	if path == "" {
 		return func() {}
 	}
 	f, err := os.Create(path)
 	if err == nil {
-		err = trace.Start(f)
+		err = start(f)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "imago: IMAGO_TRACE: %v\n", err)
+		fmt.Fprintf(os.Stderr, "imago: %s: %v\n", name, err)
 		return func() {}
 	}
 	return func() {
-		trace.Stop()
+		stop()
 		_ = f.Close()
 	}
 }
