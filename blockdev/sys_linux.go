@@ -95,9 +95,10 @@ func dropCache(f *os.File, off, n int64) {
 // 6.5), so that mostlyCached stops asking.
 var noCachestat atomic.Bool
 
-// mostlyCached reports whether the page cache holds at least half of the
-// pages of f in [off, off+n). It answers false when it cannot tell: the
-// source is then read as if cold.
+// mostlyCached reports whether the page cache holds at least 7/8 of the
+// pages of f in [off, off+n), so that a read through the cache adds few
+// pages of its own to it. It answers false when it cannot tell: the source
+// is then read as if cold.
 func mostlyCached(f *os.File, off, n int64) bool {
 	if n <= 0 || noCachestat.Load() {
 		return false
@@ -114,7 +115,7 @@ func mostlyCached(f *os.File, off, n int64) bool {
 	}
 	page := int64(unix.Getpagesize())
 	pages := (off+n+page-1)/page - off/page
-	return int64(st.Cache)*2 >= pages
+	return int64(st.Cache)*8 >= pages*7
 }
 
 // mapHuge maps size bytes of anonymous memory at an address aligned to
