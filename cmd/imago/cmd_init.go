@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 
@@ -20,6 +19,7 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	var imageChunker, imageChunkAvg string
 	var copyChunker bool
 	var from fromRepoOptions
+	var owner ownerFlags
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a new repository",
@@ -65,11 +65,7 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 				return fmt.Errorf("create repository %s: %w", loc, err)
 			}
 			defer be.Close()
-			host, _ := os.Hostname()
-			username := ""
-			if u, err := user.Current(); err == nil {
-				username = u.Username
-			}
+			host, username := keyOwner(owner)
 			r, err := repo.Init(ctx, be, pw, repo.InitOptions{
 				KDF: kdfParams(), Compression: level, PackSize: packSizeMiB << 20,
 				Host: host, Username: username, ImageChunker: ic, Polynomial: pol,
@@ -94,6 +90,7 @@ func newInitCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&imageChunkAvg, "image-chunk-avg", "8KiB", "(average) image chunk `size`, a power of two: smaller stores less per night but makes more blobs to index")
 	cmd.Flags().BoolVar(&copyChunker, "copy-chunker-params", false, "cut data like the --from-repo repository, so that snapshots copied from it deduplicate")
 	from.addFlags(cmd.Flags())
+	owner.addFlags(cmd)
 	return cmd
 }
 

@@ -10,8 +10,32 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// ownerFlags are the host and user name a new key file records, in the
+// clear (as restic's do): --host and --user, this machine's when empty.
+type ownerFlags struct{ host, user string }
+
+func (o *ownerFlags) addFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.host, "host", "", "host `name` the new key file records (default: this machine's)")
+	cmd.Flags().StringVar(&o.user, "user", "", "user `name` the new key file records (default: the current user's)")
+}
+
+// keyOwner returns the host and user name a new key file records.
+func keyOwner(o ownerFlags) (host, name string) {
+	host, name = o.host, o.user
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	if name == "" {
+		if u, err := user.Current(); err == nil {
+			name = u.Username
+		}
+	}
+	return host, name
+}
+
 func newKeyCommand(g *globalOptions) *cobra.Command {
 	var newPasswordFile string
+	var owner ownerFlags
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Manage the passwords (key files) of a repository",
@@ -45,14 +69,6 @@ func newKeyCommand(g *globalOptions) *cobra.Command {
 			return "", errors.New("an empty password is not allowed")
 		}
 		return pw, nil
-	}
-	whoami := func() (string, string) {
-		host, _ := os.Hostname()
-		name := ""
-		if u, err := user.Current(); err == nil {
-			name = u.Username
-		}
-		return host, name
 	}
 
 	list := &cobra.Command{
@@ -111,7 +127,7 @@ func newKeyCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			host, name := whoami()
+			host, name := keyOwner(owner)
 			id, err := r.AddKey(ctx, pw, kdfParams(), host, name)
 			if err != nil {
 				return err
@@ -120,6 +136,7 @@ func newKeyCommand(g *globalOptions) *cobra.Command {
 			return nil
 		},
 	}
+	owner.addFlags(add)
 	remove := &cobra.Command{
 		Use:   "remove ID",
 		Short: "Remove a password (not the one in use, not the last one)",
