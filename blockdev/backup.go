@@ -256,7 +256,7 @@ func (b *backup) run(ctx context.Context) (*BackupResult, error) {
 		}
 		return err
 	})
-	g.Go(func() error { return hashDigest(gctx, digest, free, sums) })
+	g.Go(func() error { return hashDigest(gctx, digest, free, sums, digestParallel()) })
 	segs := make(chan *segment, segmentQueue)
 	g.Go(func() error {
 		defer close(segs)
@@ -637,23 +637,71 @@ func (b *backup) readStream(ctx context.Context, q *readQueue) error {
 }
 
 // hashDigest hashes the image into digest, in order, from the blocks and
-// holes the reader sends to sums, and gives the blocks back.
-func hashDigest(ctx context.Context, digest *ImageDigest, free chan<- *block, sums <-chan item) error {
-	for {
-		select {
-		case it, ok := <-sums:
-			if !ok {
-				return nil
-			}
-			if it.blk == nil {
-				digest.Zeros(it.zeros)
-				continue
-			}
-			digest.Write(it.data())
-			it.blk.release(free)
-		case <-ctx.Done():
-			return ctx.Err()
+// holes the reader sends to sums, and gives the blocks back. Blocks that
+// are whole leaves of the digest, as aligned reads of a dense image are,
+// are hashed up to parallel at a time (those already waiting, never
+// waiting for more), so that the digest is not bound to one core: one
+// core hashes ~3.5 GB/s with AVX2, less than fast disks read.
+func hashDigest(ctx context.Context, digest *ImageDigest, free chan<- *block, sums <-chan item, parallel int) error {
+	var (
+		batch  []item
+		leaves [][32]byte
+	)
+	flush := func() {
+		leaves = leaves[:0]
+		for range batch {
+			leaves = append(leaves, [32]byte{})
 		}
+		var wg sync.WaitGroup
+		for i := 1; i < len(batch); i++ {
+			wg.Go(func() { leaves[i] = LeafHash(batch[i].data()) })
+		}
+		if len(batch) > 0 {
+			leaves[0] = LeafHash(batch[0].data())
+		}
+		wg.Wait()
+		for i, it := range batch {
+			digest.AddLeaf(leaves[i])
+			it.blk.release(free)
+		}
+		batch = batch[:0]
+	}
+	for {
+		var (
+			it item
+			ok bool
+		)
+		select {
+		case it, ok = <-sums:
+		default:
+			// Nothing more is waiting: hash what is, then wait.
+			flush()
+			select {
+			case it, ok = <-sums:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if !ok {
+			flush()
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if it.blk != nil && it.n == DigestLeaf && digest.AtLeaf() {
+			if batch = append(batch, it); len(batch) >= parallel {
+				flush()
+			}
+			continue
+		}
+		flush()
+		if it.blk == nil {
+			digest.Zeros(it.zeros)
+			continue
+		}
+		digest.Write(it.data())
+		it.blk.release(free)
 	}
 }
 

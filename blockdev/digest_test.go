@@ -3,6 +3,7 @@ package blockdev
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -107,5 +108,87 @@ func TestDigestSource(t *testing.T) {
 	res := backupPath(t, sparse, m, BackupOptions{Params: imageParams, SegmentSize: 2 * miB})
 	if want := imageDigestHex(readFile(t, sparse)); res.Digest != want {
 		t.Fatalf("backup records %s, want %s", res.Digest, want)
+	}
+}
+
+// TestHashDigestBatches feeds Backup's digest stage whole leaves, pieces of
+// leaves and holes in random order, with 1 to 4 leaves hashed at once: the
+// digest is the image's, and every block is given back.
+func TestHashDigestBatches(t *testing.T) {
+	for seed := range uint64(12) {
+		rng := rand.New(rand.NewPCG(seed, 9))
+		var img []byte
+		var items []item
+		for range 30 {
+			switch rng.IntN(4) {
+			case 0, 1: // a whole leaf, data or zeros
+				b := randomBytes(rng.Uint64(), DigestLeaf)
+				if rng.IntN(3) == 0 {
+					clear(b)
+				}
+				items = append(items, item{blk: &block{buf: b}, n: DigestLeaf})
+				img = append(img, b...)
+			case 2: // a piece of data
+				b := randomBytes(rng.Uint64(), 1+rng.IntN(DigestLeaf))
+				items = append(items, item{blk: &block{buf: b}, n: len(b)})
+				img = append(img, b...)
+			default: // a hole
+				n := int64(1 + rng.IntN(3*DigestLeaf))
+				items = append(items, item{zeros: n})
+				img = append(img, make([]byte, n)...)
+			}
+		}
+		for parallel := 1; parallel <= 4; parallel++ {
+			free := make(chan *block, len(items))
+			sums := make(chan item, len(items))
+			blocks := 0
+			for _, it := range items {
+				if it.blk != nil {
+					it.blk.refs.Store(1) // the digest's only
+					blocks++
+				}
+				sums <- it
+			}
+			close(sums)
+			d := NewImageDigest()
+			if err := hashDigest(context.Background(), d, free, sums, parallel); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := d.Hex(), imageDigestHex(img); got != want {
+				t.Fatalf("seed %d, %d at once: digest %s, want %s", seed, parallel, got, want)
+			}
+			if len(free) != blocks {
+				t.Fatalf("seed %d, %d at once: %d of %d blocks given back", seed, parallel, len(free), blocks)
+			}
+		}
+	}
+}
+
+// BenchmarkDigestStage measures Backup's digest stage alone on whole leaves
+// of random data, with 1, 2 and 4 leaves hashed at once (go test -bench
+// DigestStage ./blockdev).
+func BenchmarkDigestStage(b *testing.B) {
+	const leaves = 64
+	data := randomBytes(1, leaves*DigestLeaf)
+	for _, parallel := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("parallel-%d", parallel), func(b *testing.B) {
+			b.SetBytes(leaves * DigestLeaf)
+			blocks := make([]*block, leaves)
+			for i := range blocks {
+				blocks[i] = &block{buf: data[i*DigestLeaf : (i+1)*DigestLeaf]}
+			}
+			for b.Loop() {
+				free := make(chan *block, leaves)
+				sums := make(chan item, leaves)
+				for _, blk := range blocks {
+					blk.refs.Store(1)
+					sums <- item{blk: blk, n: DigestLeaf}
+				}
+				close(sums)
+				if err := hashDigest(context.Background(), NewImageDigest(), free, sums, parallel); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
