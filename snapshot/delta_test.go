@@ -22,6 +22,18 @@ func dataExtents(rng *rand.Rand, n int) []Extent {
 	return xs
 }
 
+// replaced returns a copy of xs with about one extent in oneIn given new
+// data, scattered as a night's churn.
+func replaced(rng *rand.Rand, xs []Extent, oneIn int) []Extent {
+	next := slices.Clone(xs)
+	for i := range next {
+		if rng.IntN(oneIn) == 0 {
+			next[i].ID = fakeID(rng.Uint64())
+		}
+	}
+	return next
+}
+
 // imageExtents returns n extents as an image gives them: 8 KiB data chunks
 // with a hole of a few chunks every ~50.
 func imageExtents(rng *rand.Rand, n int) []Extent {
@@ -223,12 +235,7 @@ func TestDeltaPagesScatteredChurn(t *testing.T) {
 	pc, _, _ := buildWith(t, m, nil, xs)
 	parent := NewContentReader(m, pc)
 	for night := range 3 {
-		next := slices.Clone(xs)
-		for i := range next {
-			if rng.IntN(100) == 0 {
-				next[i].ID = fakeID(rng.Uint64())
-			}
-		}
+		next := replaced(rng, xs, 100)
 		_, full, _ := buildWith(t, NewMemStore(), nil, next) // the whole list, in full pages
 		c, added, deltas := buildWith(t, m, parent, next)
 		t.Logf("night %d: %d bytes added with a parent (%d delta pages), the list is %d bytes", night, added, deltas, full)
@@ -258,12 +265,7 @@ func TestDeltaPagesLowChurnRewriteBases(t *testing.T) {
 	const nights = 300
 	total := 0
 	for range nights {
-		next := slices.Clone(xs)
-		for i := range next {
-			if rng.IntN(1000) == 0 {
-				next[i].ID = fakeID(rng.Uint64())
-			}
-		}
+		next := replaced(rng, xs, 1000)
 		c, added, _ := buildWith(t, m, parent, next)
 		total += added
 		xs, parent = next, NewContentReader(m, c)
