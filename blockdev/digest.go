@@ -34,11 +34,12 @@ var zeroLeaf = sync.OnceValue(func() [32]byte { return blake3.Sum256(make([]byte
 // with 1 GiB of data took. `imago digest` computes it for any file or
 // device.
 //
-// Feed the image in order with Write (data) and Zeros (holes); an
-// ImageDigest is not safe for concurrent use.
+// Feed the image in order with Write (data), Zeros (holes) and AddLeaf
+// (whole leaves hashed elsewhere with LeafHash); an ImageDigest is not
+// safe for concurrent use.
 type ImageDigest struct {
 	root *blake3.Hasher
-	leaf *blake3.Hasher // the open leaf's bytes, once one is not a zero
+	leaf *blake3.Hasher // the open leaf's bytes, once data came into it
 	open int            // bytes of the open leaf
 	// hashed: the open leaf's bytes went to leaf; until then they are all
 	// zeros and only counted.
