@@ -60,6 +60,13 @@ func TestSnapshotJSONFields(t *testing.T) {
 	if string(m["time"]) != `"2025-03-01T02:03:04.567891234Z"` || string(m["kind"]) != `"image"` || string(m["version"]) != "1" {
 		t.Errorf("time %s, kind %s, version %s", m["time"], m["kind"], m["version"])
 	}
+	// A renamed digest field would make restores of existing snapshots skip
+	// their check without a word.
+	for _, k := range []string{"size", "tree_digest", "digest", "name"} {
+		if !bytes.Contains(m["image"], []byte(`"`+k+`"`)) {
+			t.Errorf("image field %q missing from %s", k, m["image"])
+		}
+	}
 	for _, k := range []string{"files_new", "bytes_skipped_holes", "data_added", "backup_start", "duration_seconds", "total_files_processed"} {
 		if !bytes.Contains(m["summary"], []byte(`"`+k+`"`)) {
 			t.Errorf("summary field %q missing", k)

@@ -207,7 +207,11 @@ func goldenNewBackups(t *testing.T, e *env, m goldenManifest) {
 		t.Fatal("the manifest lists no image snapshot")
 	}
 	img := filepath.Join(t.TempDir(), last.Image.Name)
-	e.mustRun("restore", last.ID, "--target", img)
+	// The old snapshot's plain BLAKE3 digest is checked, the new one's
+	// leaf digest below.
+	if r := e.mustRun("restore", last.ID, "--target", img); !strings.Contains(r.stdout, "digest verified") {
+		t.Errorf("restore of old image snapshot %s did not check its digest: %q", last.ID[:8], r.stdout)
+	}
 	writeAt(t, img, 3*goldenImageBlock, goldenImageBlock, 7)
 	want := sha256File(t, img)
 	image := e.backupJSON("--image", "--parent", last.ID, img)
@@ -224,7 +228,9 @@ func goldenNewBackups(t *testing.T, e *env, m goldenManifest) {
 		t.Errorf("%d snapshots after two new backups, want %d", n, len(m.Snapshots)+2)
 	}
 	target := filepath.Join(t.TempDir(), "restored.img")
-	e.mustRun("restore", image["snapshot_id"].(string), "--target", target)
+	if r := e.mustRun("restore", image["snapshot_id"].(string), "--target", target); !strings.Contains(r.stdout, "digest verified") {
+		t.Errorf("restore of the new image snapshot did not check its digest: %q", r.stdout)
+	}
 	if got := sha256File(t, target); got != want {
 		t.Errorf("new image snapshot restores with sha256 %s, want %s", got, want)
 	}
