@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -648,17 +649,15 @@ func hashDigest(ctx context.Context, digest *ImageDigest, free chan<- *block, su
 		leaves [][32]byte
 	)
 	flush := func() {
-		leaves = leaves[:0]
-		for range batch {
-			leaves = append(leaves, [32]byte{})
+		if len(batch) == 0 {
+			return
 		}
+		leaves = slices.Grow(leaves[:0], len(batch))[:len(batch)]
 		var wg sync.WaitGroup
 		for i := 1; i < len(batch); i++ {
 			wg.Go(func() { leaves[i] = LeafHash(batch[i].data()) })
 		}
-		if len(batch) > 0 {
-			leaves[0] = LeafHash(batch[0].data())
-		}
+		leaves[0] = LeafHash(batch[0].data())
 		wg.Wait()
 		for i, it := range batch {
 			digest.AddLeaf(leaves[i])
